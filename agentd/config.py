@@ -1,0 +1,286 @@
+"""Settings for agentd and agentctl, loaded from ``config.toml`` with pydantic-settings.
+
+Why pydantic-settings: the TOML file, the ``AGENTD_*`` environment variables and the CLI's
+``--db`` override are merged by one library with one precedence (CLI > environment > file >
+defaults) instead of hand-written merging, and every value is validated by the same models
+that document it.
+
+The keys are a contract: scripts and unit files set them. Extend, never rename.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+__all__ = [
+    "CONFIG_ENV",
+    "DEFAULT_STORAGE_URI",
+    "ConfigError",
+    "DaemonConfig",
+    "GatewayConfig",
+    "LLMConfig",
+    "LoggingConfig",
+    "MaintenanceConfig",
+    "QueueConfig",
+    "RuntimeConfig",
+    "Settings",
+    "StorageConfig",
+    "WriterConfig",
+    "find_config_file",
+    "load_settings",
+]
+
+CONFIG_ENV = "AGENTD_CONFIG"
+ENV_PREFIX = "AGENTD_"
+ENV_DELIMITER = "__"
+DEFAULT_STORAGE_URI = "./agentd-data"
+SYSTEM_CONFIG = Path("/etc/agentd/config.toml")
+CONTROL_SOCKET_NAME = "agentd.sock"
+
+
+class ConfigError(Exception):
+    """A config file or value is unusable; the message names the file, the key and the problem."""
+
+
+class _Section(BaseModel):
+    # Unknown keys are typos more often than not: reject them instead of ignoring them.
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class DaemonConfig(_Section):
+    workers: int = Field(2, ge=1, le=256, description="worker processes hosting sessions")
+    control_socket: str = Field(
+        "", description="unix socket for status and wake hints; empty = <storage dir>/agentd.sock"
+    )
+    heartbeat_interval: float = Field(1.0, gt=0, description="seconds between worker heartbeats")
+    heartbeat_timeout: float = Field(10.0, gt=0, description="no heartbeat for this long = hung")
+    stop_timeout: float = Field(15.0, gt=0, description="graceful stop deadline before SIGKILL")
+    restart_backoff_initial: float = Field(0.2, ge=0)
+    restart_backoff_max: float = Field(30.0, ge=0)
+    crash_loop_restarts: int = Field(5, ge=1, description="restarts within the window = crash loop")
+    crash_loop_window: float = Field(60.0, gt=0)
+
+
+class StorageConfig(_Section):
+    uri: str = Field(DEFAULT_STORAGE_URI, min_length=1, description="LanceDB directory or URI")
+    num_shards: int = Field(64, ge=1, le=65536, description="fixed when the database is created")
+
+    @property
+    def is_local(self) -> bool:
+        """True for a local directory (no ``scheme://``), where the control socket can live."""
+        return "://" not in self.uri or self.uri.startswith("file://")
+
+    @property
+    def local_path(self) -> Path:
+        uri = self.uri.removeprefix("file://")
+        return Path(uri).expanduser().resolve()
+
+
+class WriterConfig(_Section):
+    flush_interval: float = Field(0.25, gt=0, description="seconds between batched commits")
+    flush_max_rows: int = Field(5000, ge=1, description="commit early once this many rows wait")
+    max_buffered_rows: int = Field(200_000, ge=1, description="high watermark: producers wait")
+
+
+class QueueConfig(_Section):
+    poll_interval: float = Field(0.5, gt=0, description="seconds between queue polls")
+    lease: float = Field(30.0, gt=0, description="a claim not completed within this is reclaimed")
+    claim_batch: int = Field(200, ge=1, description="most actions claimed in one commit")
+    retention: float = Field(86_400.0, ge=0, description="seconds to keep done/failed actions")
+
+
+class MaintenanceConfig(_Section):
+    enabled: bool = True
+    interval: float = Field(60.0, gt=0, description="seconds between maintenance passes")
+    cleanup_older_than: float = Field(
+        1800.0, ge=600, description="keep table versions this long (readers may still use them)"
+    )
+
+
+class RuntimeConfig(_Section):
+    heartbeat_interval: float = Field(1.0, gt=0, description="default seconds between ticks")
+    tick_timeout: float = Field(30.0, gt=0, description="a tick running longer is an error step")
+    default_subject: str = Field("programming", min_length=1)
+
+
+class GatewayConfig(_Section):
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(8765, ge=0, le=65535)
+    token: str = Field("", description="required for any non-loopback bind")
+    poll_interval: float = Field(0.05, gt=0)
+    max_queue: int = Field(1000, ge=1, description="per-subscriber queue before disconnect")
+    max_frame_bytes: int = Field(65_536, ge=256)
+    max_connections: int = Field(10_000, ge=1)
+
+
+class LLMConfig(_Section):
+    provider: str = Field("offline", min_length=1, description="offline | openai-generic | ...")
+    model: str = ""
+    base_url: str = ""
+    api_key_env: str = Field("", description="name of the env var holding the API key")
+    timeout: float = Field(30.0, gt=0)
+    retries: int = Field(2, ge=0)
+    concurrency: int = Field(16, ge=1, description="in-flight LLM calls per worker")
+    log_level: str = "WARNING"
+
+
+class LoggingConfig(_Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    json_lines: bool = Field(False, alias="json")
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    @field_validator("level", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+
+# The TOML file of the load in progress. pydantic-settings builds sources from the class, so
+# the path chosen at run time travels in a context variable rather than a mutable class attribute.
+_toml_file: contextvars.ContextVar[Path | None] = contextvars.ContextVar("_toml_file", default=None)
+
+
+class Settings(BaseSettings):
+    """Every setting of the daemon; see ``config.toml`` at the repository root for each key."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter=ENV_DELIMITER,
+        extra="forbid",
+        validate_default=True,
+    )
+
+    daemon: DaemonConfig = DaemonConfig()
+    storage: StorageConfig = StorageConfig()
+    writer: WriterConfig = WriterConfig()
+    queue: QueueConfig = QueueConfig()
+    maintenance: MaintenanceConfig = MaintenanceConfig()
+    runtime: RuntimeConfig = RuntimeConfig()
+    gateway: GatewayConfig = GatewayConfig()
+    llm: LLMConfig = LLMConfig()
+    logging: LoggingConfig = LoggingConfig()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        path = _toml_file.get()
+        if path is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path, deep_merge=True))
+        return tuple(sources)
+
+    # Set by load_settings(): the file these settings were read from (None = defaults only).
+    _source_file: Path | None = PrivateAttr(None)
+
+    @property
+    def source_file(self) -> Path | None:
+        return self._source_file
+
+    @property
+    def control_socket_path(self) -> Path:
+        """The control socket: configured, or inside the local storage directory."""
+        if self.daemon.control_socket:
+            return Path(self.daemon.control_socket).expanduser().resolve()
+        if self.storage.is_local:
+            return self.storage.local_path / CONTROL_SOCKET_NAME
+        runtime_dir = os.environ.get("XDG_RUNTIME_DIR") or "/tmp"
+        return Path(runtime_dir) / CONTROL_SOCKET_NAME
+
+    def effective(self) -> dict[str, Any]:
+        """The merged settings as plain data, with derived paths filled in."""
+        data = self.model_dump(mode="json", by_alias=True)
+        data["daemon"]["control_socket"] = str(self.control_socket_path)
+        if self.storage.is_local:
+            data["storage"]["uri"] = str(self.storage.local_path)
+        return data
+
+
+def find_config_file(explicit: str | os.PathLike[str] | None) -> Path | None:
+    """Pick the config file: ``--config``, ``$AGENTD_CONFIG``, ``./config.toml``, then /etc.
+
+    An explicitly named file (option or environment) must exist; the implicit ones are
+    optional, and no file at all means the embedded defaults.
+    """
+    for origin, value in (("--config", explicit), (f"${CONFIG_ENV}", os.environ.get(CONFIG_ENV))):
+        if value:
+            path = Path(value).expanduser()
+            if not path.is_file():
+                raise ConfigError(f"{path}: config file not found (named by {origin})")
+            return path.resolve()
+    for candidate in (Path("config.toml"), SYSTEM_CONFIG):
+        if candidate.is_file():
+            return candidate.resolve()
+    return None
+
+
+def _describe_error(error: Any, path: Path | None) -> str:
+    loc = [str(part) for part in error["loc"]]
+    key = f"[{loc[0]}] {'.'.join(loc[1:])}" if len(loc) > 1 else loc[0] if loc else "?"
+    env_name = ENV_PREFIX + ENV_DELIMITER.join(loc).upper()
+    if env_name in os.environ:
+        origin = f"environment variable {env_name}"
+    elif path is not None:
+        origin = str(path)
+    else:
+        origin = "command line"
+    message = str(error["msg"])
+    if error["type"] == "extra_forbidden":
+        message = "unknown key (check the spelling against config.toml)"
+    value = error.get("input")
+    shown = "" if error["type"] in ("extra_forbidden", "missing") else f" (got {value!r})"
+    return f"{origin}: {key}: {message}{shown}"
+
+
+def load_settings(
+    config: str | os.PathLike[str] | None = None,
+    *,
+    db: str | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> Settings:
+    """Load settings: defaults < config file < ``AGENTD_*`` environment < ``--db``/overrides.
+
+    Raises ConfigError with a message naming the file, the key and what is wrong.
+    """
+    path = find_config_file(config)
+    if path is not None:
+        try:
+            with path.open("rb") as handle:
+                tomllib.load(handle)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read config file: {exc.strerror}") from exc
+    init: dict[str, Any] = dict(overrides or {})
+    if db:
+        init.setdefault("storage", {})
+        init["storage"] = {**init["storage"], "uri": db}
+    token = _toml_file.set(path)
+    try:
+        settings = Settings(**init)
+    except ValidationError as exc:
+        lines = [_describe_error(err, path) for err in exc.errors()]
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines)) from exc
+    finally:
+        _toml_file.reset(token)
+    settings._source_file = path
+    return settings

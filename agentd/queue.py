@@ -1,0 +1,264 @@
+"""The control-action queue over the ``actions`` table: enqueue, claim, lease, ack.
+
+Claiming is optimistic: read the claimable rows first (so an idle poll writes nothing, since
+every LanceDB ``update`` commits a version even when it matches no row), then claim the
+batch in one conditional update whose WHERE clause pins each row's ``version``. LanceDB
+re-runs a conflicting update against the latest version (LANCEDB.md), so a row another
+claimer already took no longer matches; the rows won are read back by the claim token.
+Losing a claim is normal and silent (arq's "already started elsewhere").
+
+A claim holds a lease. A claimer that dies leaves its rows ``claimed`` with an expired
+lease, and the next claim takes them over. ``complete``/``fail`` are compare-and-set on the
+claimed version, so acknowledging twice, or after losing the lease, is rejected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+from collections.abc import Iterable
+from datetime import timedelta
+from typing import Any
+
+from agentd.ids import deterministic_id, new_id, shard_for
+from agentd.store.actions import ActionRecord, purge_finished_actions
+from agentd.store.records import dumps_json
+from agentd.store.sql import sql_in, sql_str, sql_ts
+from agentd.timeutil import utcnow
+
+__all__ = ["ActionQueue", "ClaimLost", "QueueError"]
+
+log = logging.getLogger(__name__)
+
+# LanceDB raises these (as RuntimeError/OSError text) when optimistic commits keep conflicting.
+_RETRYABLE = ("conflict", "TooMuchWriteContention", "preempted", "Retryable", "retry")
+
+
+class QueueError(Exception):
+    """A queue operation could not be carried out."""
+
+
+class ClaimLost(QueueError):
+    """The action is no longer ours: completed already, or reclaimed after the lease expired."""
+
+
+def _retryable(exc: BaseException) -> bool:
+    text = f"{type(exc).__name__}: {exc}"
+    return any(marker.lower() in text.lower() for marker in _RETRYABLE)
+
+
+async def _with_retry(what: str, call: Any, attempts: int = 8) -> Any:
+    """Run ``call()`` again with jittered backoff while LanceDB reports a commit conflict."""
+    delay = 0.01
+    for attempt in range(attempts):
+        try:
+            return await call()
+        except Exception as exc:
+            if not _retryable(exc) or attempt == attempts - 1:
+                raise
+            log.debug("%s: commit conflict (%s), retrying", what, exc)
+            await asyncio.sleep(delay * (1 + random.random()))
+            delay = min(delay * 2, 1.0)
+    raise AssertionError("unreachable")
+
+
+class ActionQueue:
+    """The queue of one database. Cheap to create; share one per process.
+
+    ``claimer`` identifies this process in ``claimed_by`` (default ``<host pid>``).
+    """
+
+    def __init__(
+        self,
+        table: Any,
+        num_shards: int,
+        *,
+        lease: float = 30.0,
+        claim_batch: int = 200,
+        claimer: str | None = None,
+    ) -> None:
+        self.table = table
+        self.num_shards = num_shards
+        self.lease = lease
+        self.claim_batch = claim_batch
+        self.claimer = claimer or f"{os.uname().nodename}:{os.getpid()}"
+
+    # -- producers ---------------------------------------------------------------------------
+
+    async def enqueue(
+        self,
+        kind: str,
+        session_id: str,
+        payload: dict[str, Any] | None = None,
+        *,
+        idempotency_key: str | None = None,
+    ) -> ActionRecord:
+        """Append an action for ``session_id``'s shard and return it.
+
+        With an ``idempotency_key`` the action id is derived from the key and inserted with a
+        ``merge_insert`` on the declared primary key: the same key twice (even from two
+        processes at once) yields one action, and the second call returns the first's row.
+        """
+        record = ActionRecord(
+            action_id=deterministic_id("a", "idem", idempotency_key) if idempotency_key else new_id("a"),
+            idempotency_key=idempotency_key,
+            session_id=session_id,
+            shard=shard_for(session_id, self.num_shards),
+            kind=kind,
+            payload=payload or {},
+            created_at=utcnow(),
+        )
+        data = ActionRecord.to_arrow([record])
+        if idempotency_key is None:
+            await self.table.add(data)
+            return record
+
+        async def insert() -> Any:
+            return await self.table.merge_insert("action_id").when_not_matched_insert_all().execute(data)
+
+        await _with_retry("enqueue", insert)
+        stored = await self.get(record.action_id)
+        if stored is None:  # pragma: no cover - the insert above committed or raised
+            raise QueueError(f"action {record.action_id} vanished after enqueue")
+        return stored
+
+    async def get(self, action_id: str) -> ActionRecord | None:
+        rows = await self.table.query().where(f"action_id = {sql_str(action_id)}").limit(2).to_arrow()
+        found = ActionRecord.from_arrow(rows)
+        return found[0] if found else None
+
+    async def wait(self, action_id: str, *, timeout: float, poll: float = 0.02) -> ActionRecord | None:
+        """Poll until the action is done or failed; None if ``timeout`` passes first."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        delay = poll
+        while True:
+            record = await self.get(action_id)
+            if record is not None and record.finished:
+                return record
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0:
+                return None
+            await asyncio.sleep(min(delay, remaining))
+            delay = min(delay * 1.5, 0.25)
+
+    # -- consumers ---------------------------------------------------------------------------
+
+    def _claimable_clause(self, shards: Iterable[int]) -> str:
+        now = sql_ts(utcnow())
+        return (
+            f"{sql_in('shard', list(shards))} AND (status = 'pending' OR (status = 'claimed' AND lease_until < {now}))"
+        )
+
+    async def pending(self, shards: Iterable[int], *, limit: int | None = None) -> list[ActionRecord]:
+        """Claimable actions of ``shards`` (pending, or claimed with an expired lease), oldest first."""
+        rows = await self.table.query().where(self._claimable_clause(shards)).to_arrow()
+        records = sorted(ActionRecord.from_arrow(rows), key=lambda r: (r.created_at, r.action_id))
+        return records[:limit] if limit is not None else records
+
+    async def claim(self, shards: Iterable[int], *, limit: int | None = None) -> list[ActionRecord]:
+        """Claim up to ``limit`` claimable actions of ``shards``; returns the ones won, oldest first.
+
+        Reads first: when nothing is claimable no write happens. Then one conditional update
+        pins every candidate's version; rows someone else claimed meanwhile do not match.
+        """
+        candidates = await self.pending(shards, limit=limit or self.claim_batch)
+        if not candidates:
+            return []
+        token = new_id("c")
+        now = utcnow()
+        pins = " OR ".join(f"(action_id = {sql_str(c.action_id)} AND version = {c.version})" for c in candidates)
+        # Re-check claimability in the WHERE clause too: on a conflict LanceDB re-runs it
+        # against the latest version, where the version pin alone already excludes changed rows.
+        where = f"({pins}) AND (status = 'pending' OR (status = 'claimed' AND lease_until < {sql_ts(now)}))"
+        updates = {
+            "status": "'claimed'",
+            "version": "version + 1",
+            "attempts": "coalesce(attempts, 0) + 1",
+            "claimed_by": sql_str(self.claimer),
+            "claim_token": sql_str(token),
+            "claimed_at": sql_ts(now),
+            "lease_until": sql_ts(now + timedelta(seconds=self.lease)),
+        }
+
+        async def update() -> Any:
+            return await self.table.update(updates_sql=updates, where=where)
+
+        result = await _with_retry("claim", update)
+        if result.rows_updated == 0:
+            log.debug("claim of %d actions: all taken elsewhere", len(candidates))
+            return []
+        rows = await self.table.query().where(f"claim_token = {sql_str(token)}").to_arrow()
+        won = sorted(ActionRecord.from_arrow(rows), key=lambda r: (r.created_at, r.action_id))
+        if len(won) != result.rows_updated:  # pragma: no cover - would mean a broken CAS
+            log.error("claim token %s: updated %d rows but read %d", token, result.rows_updated, len(won))
+        return won
+
+    async def complete(self, action: ActionRecord, result: dict[str, Any] | None = None) -> ActionRecord:
+        """Mark a claimed action done. Raises ClaimLost if it is no longer ours."""
+        return await self._finish(action, "done", result=result)
+
+    async def fail(self, action: ActionRecord, error: str, result: dict[str, Any] | None = None) -> ActionRecord:
+        """Mark a claimed action failed with a message for the user. Raises ClaimLost likewise."""
+        return await self._finish(action, "failed", result=result, error=error)
+
+    async def _finish(
+        self, action: ActionRecord, status: str, *, result: dict[str, Any] | None, error: str | None = None
+    ) -> ActionRecord:
+        now = utcnow()
+        updates = {
+            "status": sql_str(status),
+            "version": "version + 1",
+            "result": "NULL" if result is None else sql_str(dumps_json(result) or ""),
+            "error": "NULL" if error is None else sql_str(error),
+            "done_at": sql_ts(now),
+            "lease_until": "NULL",
+        }
+        where = (
+            f"action_id = {sql_str(action.action_id)} AND version = {action.version} "
+            f"AND status = 'claimed' AND claim_token = {sql_str(action.claim_token or '')}"
+        )
+
+        async def update() -> Any:
+            return await self.table.update(updates_sql=updates, where=where)
+
+        # Shield: the acknowledgement must be recorded even if the caller is being cancelled.
+        outcome = await asyncio.shield(_with_retry("ack", update))
+        if outcome.rows_updated != 1:
+            raise ClaimLost(f"action {action.action_id} is no longer claimed by this worker")
+        return action.model_copy(
+            update={
+                "status": status,
+                "version": action.version + 1,
+                "result": result,
+                "error": error,
+                "done_at": now,
+                "lease_until": None,
+            }
+        )
+
+    async def extend_lease(self, action: ActionRecord) -> ActionRecord:
+        """Push the lease of a long-running claim forward; raises ClaimLost if it expired."""
+        until = utcnow() + timedelta(seconds=self.lease)
+        where = f"action_id = {sql_str(action.action_id)} AND version = {action.version} AND status = 'claimed'"
+        outcome = await _with_retry(
+            "lease", lambda: self.table.update(updates_sql={"lease_until": sql_ts(until)}, where=where)
+        )
+        if outcome.rows_updated != 1:
+            raise ClaimLost(f"action {action.action_id} is no longer claimed by this worker")
+        return action.model_copy(update={"lease_until": until})
+
+    # -- retention ---------------------------------------------------------------------------
+
+    async def purge_finished(self, older_than: float) -> int:
+        """Delete done/failed actions finished more than ``older_than`` seconds ago."""
+        return await purge_finished_actions(self.table, older_than)
+
+    async def counts(self) -> dict[str, int]:
+        """How many actions are in each status (for status views)."""
+        rows = await self.table.query().select(["status"]).to_arrow()
+        counts: dict[str, int] = {}
+        for status in rows.column("status").to_pylist() if rows.num_rows else []:
+            counts[status] = counts.get(status, 0) + 1
+        return counts

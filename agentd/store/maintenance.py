@@ -1,0 +1,132 @@
+"""Background maintenance that keeps reads flat as data grows.
+
+Per pass and per table: compaction of small fragments plus cleanup of versions older than a
+long window (``optimize``), scalar indexes on the filtered columns (created once the table
+has rows; ``optimize`` folds new rows into them), and retention of finished actions.
+
+Safe beside writers in other processes: a compaction that meets a concurrent update fails
+with "preempted" and is not retried by LanceDB, so it is recorded as skipped and retried on
+the next pass; the cleanup window (>= 10 minutes) stays far above any reader's lag, and
+unverified files are never deleted. Run it in one process at a time (the supervisor).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from lancedb.index import Bitmap, BTree
+
+from agentd.store.actions import purge_finished_actions
+from agentd.store.db import TABLES, Store
+from agentd.store.spec import TableSpec
+
+__all__ = ["MaintenanceReport", "TableReport", "ensure_indexes", "maintenance_loop", "run_maintenance"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class TableReport:
+    table: str
+    seconds: float = 0.0
+    fragments_removed: int = 0
+    fragments_added: int = 0
+    versions_removed: int = 0
+    indexes_created: list[str] = field(default_factory=list)
+    skipped: str | None = None
+
+
+@dataclass(slots=True)
+class MaintenanceReport:
+    seconds: float = 0.0
+    actions_purged: int = 0
+    tables: list[TableReport] = field(default_factory=list)
+
+    def summary(self) -> str:
+        parts = [
+            f"{t.table}:{t.seconds * 1000:.0f}ms" + (f"(skipped: {t.skipped})" if t.skipped else "")
+            for t in self.tables
+        ]
+        return f"maintenance {self.seconds:.2f}s purged={self.actions_purged} " + " ".join(parts)
+
+
+async def ensure_indexes(table: Any, spec: TableSpec) -> list[str]:
+    """Create the spec's missing scalar indexes; a table without rows is left for later."""
+    if not spec.indexes or await table.count_rows() == 0:
+        return []
+    existing = {tuple(ix.columns) for ix in await table.list_indices()}
+    created = []
+    for index in spec.indexes:
+        if (index.column,) in existing:
+            continue
+        config = Bitmap() if index.kind == "bitmap" else BTree()
+        await table.create_index(index.column, config=config, replace=False)
+        created.append(index.column)
+    return created
+
+
+async def _maintain_table(table: Any, spec: TableSpec, cleanup_older_than: float) -> TableReport:
+    report = TableReport(spec.name)
+    started = time.perf_counter()
+    try:
+        report.indexes_created = await ensure_indexes(table, spec)
+        stats = await table.optimize(cleanup_older_than=timedelta(seconds=cleanup_older_than), delete_unverified=False)
+        compaction = getattr(stats, "compaction", None)
+        prune = getattr(stats, "prune", None)
+        report.fragments_removed = int(getattr(compaction, "fragments_removed", 0) or 0)
+        report.fragments_added = int(getattr(compaction, "fragments_added", 0) or 0)
+        report.versions_removed = int(getattr(prune, "old_versions_removed", 0) or 0)
+    except Exception as exc:
+        # Preempted by a concurrent writer (or another transient failure): the writer wins,
+        # maintenance simply comes back on the next pass.
+        report.skipped = str(exc).splitlines()[0][:200]
+        log.info("maintenance of %s skipped until next pass: %s", spec.name, report.skipped)
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+async def run_maintenance(
+    store: Store,
+    *,
+    cleanup_older_than: float = 1800.0,
+    action_retention: float | None = 86_400.0,
+) -> MaintenanceReport:
+    """One maintenance pass over every table; returns what it did and how long it took."""
+    report = MaintenanceReport()
+    started = time.perf_counter()
+    if action_retention is not None:
+        try:
+            report.actions_purged = await purge_finished_actions(store.actions, action_retention)
+        except Exception as exc:
+            log.info("action retention skipped until next pass: %s", exc)
+    for spec in TABLES:
+        report.tables.append(await _maintain_table(store.tables[spec.name], spec, cleanup_older_than))
+    report.seconds = time.perf_counter() - started
+    log.info("%s", report.summary())
+    return report
+
+
+async def maintenance_loop(
+    store: Store,
+    *,
+    interval: float,
+    cleanup_older_than: float,
+    action_retention: float | None,
+    stop: asyncio.Event,
+) -> None:
+    """Run a pass every ``interval`` seconds until ``stop`` is set. Never raises on a bad pass."""
+    while not stop.is_set():
+        try:
+            await asyncio.wait_for(stop.wait(), interval)
+            return
+        except TimeoutError:
+            pass
+        try:
+            await run_maintenance(store, cleanup_older_than=cleanup_older_than, action_retention=action_retention)
+        except Exception:
+            log.exception("maintenance pass failed; retrying in %.0fs", interval)

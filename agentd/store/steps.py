@@ -1,0 +1,123 @@
+"""The ``steps`` table: one row per tick, append-only, tailed by the gateway.
+
+Each row carries the full state snapshot (``state``), so it is the source of truth for
+resuming a session. The table is created with stable row ids so that readers can tail it
+exactly once with ``_row_created_at_version`` (LANCEDB.md, "Tailing a table exactly once").
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+import pyarrow as pa
+from pydantic import Field
+
+from agentd.store.records import Record
+from agentd.store.spec import IndexSpec, TableSpec, ts_field
+from agentd.store.sql import sql_in, sql_str, sql_ts
+
+__all__ = [
+    "STEPS",
+    "StepRecord",
+    "StepStatus",
+    "latest_step",
+    "latest_steps_since",
+    "read_steps",
+    "read_steps_between_versions",
+]
+
+StepStatus = Literal["ok", "error", "info"]
+
+SCHEMA = pa.schema(
+    [
+        pa.field("session_id", pa.string(), nullable=False),
+        pa.field("agent_id", pa.string(), nullable=False),
+        pa.field("shard", pa.int32(), nullable=False),
+        pa.field("seq", pa.int64(), nullable=False),
+        ts_field("ts", nullable=False),
+        pa.field("status", pa.string(), nullable=False),
+        pa.field("kind", pa.string()),
+        pa.field("text", pa.string()),
+        pa.field("data", pa.string()),
+        pa.field("state", pa.string()),
+        pa.field("guidance", pa.string()),
+        pa.field("notes", pa.string()),
+        pa.field("latency_ms", pa.float64()),
+        pa.field("error", pa.string()),
+        pa.field("epoch", pa.int64()),
+    ]
+)
+
+STEPS = TableSpec(
+    name="steps",
+    schema=SCHEMA,
+    stable_row_ids=True,
+    indexes=(IndexSpec("session_id"),),
+)
+
+
+class StepRecord(Record):
+    SCHEMA = SCHEMA
+    JSON_FIELDS = ("data", "state", "guidance")
+
+    session_id: str
+    agent_id: str
+    shard: int
+    seq: int
+    ts: datetime
+    status: StepStatus = "ok"
+    # tick | guidance | lifecycle: what produced the step.
+    kind: str = "tick"
+    text: str | None = None
+    data: dict[str, Any] | None = None
+    # The session snapshot after this step: status, iteration, context (incl. paused).
+    state: dict[str, Any] = Field(default_factory=dict)
+    guidance: dict[str, Any] | None = None
+    notes: str | None = None
+    latency_ms: float | None = None
+    error: str | None = None
+    # Ownership epoch of the writer (fencing; 0 when not fenced).
+    epoch: int = 0
+
+
+async def read_steps(table: Any, session_id: str, *, since: int = 0, limit: int | None = None) -> list[StepRecord]:
+    """Steps of one session with ``seq > since``, in seq order."""
+    query = table.query().where(f"session_id = {sql_str(session_id)} AND seq > {int(since)}")
+    rows = await query.to_arrow()
+    records = sorted(StepRecord.from_arrow(rows), key=lambda r: r.seq)
+    return records[:limit] if limit is not None else records
+
+
+async def latest_step(table: Any, session_id: str) -> StepRecord | None:
+    """The step with the highest seq of a session (None before its first step)."""
+    rows = await table.query().where(f"session_id = {sql_str(session_id)}").select(["seq"]).to_arrow()
+    if rows.num_rows == 0:
+        return None
+    top = max(rows.column("seq").to_pylist())
+    found = await table.query().where(f"session_id = {sql_str(session_id)} AND seq = {top}").to_arrow()
+    return StepRecord.from_arrow(found)[0]
+
+
+async def read_steps_between_versions(table: Any, after: int, upto: int, where: str | None = None) -> pa.Table:
+    """Rows committed in table versions ``(after, upto]``: the exactly-once tail primitive."""
+    clause = f"_row_created_at_version > {int(after)} AND _row_created_at_version <= {int(upto)}"
+    if where:
+        clause = f"({clause}) AND ({where})"
+    return await table.query().where(clause).to_arrow()
+
+
+async def latest_steps_since(table: Any, shards: list[int], since: datetime) -> dict[str, StepRecord]:
+    """The newest step per session among steps of ``shards`` stamped at or after ``since``.
+
+    Used when a host resumes sessions: a crash between the steps commit and the sessions
+    commit of one flush leaves steps newer than the session rows, all stamped after the
+    newest session row of those shards. Bounding by time keeps this a small scan.
+    """
+    rows = await table.query().where(f"{sql_in('shard', shards)} AND ts >= {sql_ts(since)}").to_arrow()
+    newest: dict[str, StepRecord] = {}
+    for record in StepRecord.from_arrow(rows):
+        current = newest.get(record.session_id)
+        if current is None or record.seq > current.seq:
+            newest[record.session_id] = record
+    return newest

@@ -1,0 +1,257 @@
+"""The batching writer: one commit of steps and one of session snapshots per flush.
+
+Why batch: a LanceDB commit costs about the same (~2 ms) for 1 row or 1,000, and every
+small commit adds a fragment that slows later reads (LANCEDB.md). So a worker buffers the
+steps of all its sessions and commits them together every ``flush_interval`` seconds, or at
+once when ``flush_max_rows`` are waiting.
+
+Order inside a flush: steps first (they carry the full state and are the source of truth),
+then the ``sessions`` rows, coalesced to the newest snapshot per session. A crash between the
+two commits leaves session rows older than the steps, which the resuming host repairs.
+
+Durability is observable: ``submit()`` returns a flush generation and ``wait_durable(gen)``
+returns once that generation is committed, so an action is acknowledged only after the
+state change it caused is on disk. A failed commit is retried with backoff and nothing in the
+buffer is dropped; producers wait (``submit`` is async) while the buffer is over its high
+watermark, so memory stays bounded when storage is slow.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from agentd.store.db import Store
+from agentd.store.sessions import SessionRecord, upsert_sessions
+from agentd.store.steps import StepRecord
+
+__all__ = ["BatchingWriter", "FlushStats", "WriterClosed"]
+
+log = logging.getLogger(__name__)
+
+
+class WriterClosed(Exception):
+    """The writer was closed; nothing more can be submitted."""
+
+
+@dataclass(slots=True)
+class FlushStats:
+    """Counters since start, for status views and benchmarks."""
+
+    flushes: int = 0
+    steps: int = 0
+    snapshots: int = 0
+    failures: int = 0
+    last_commit_ms: float = 0.0
+    max_commit_ms: float = 0.0
+    total_commit_ms: float = 0.0
+    commit_ms: list[float] = field(default_factory=list)  # recent, bounded
+
+    def record(self, elapsed_ms: float, steps: int, snapshots: int) -> None:
+        self.flushes += 1
+        self.steps += steps
+        self.snapshots += snapshots
+        self.last_commit_ms = elapsed_ms
+        self.max_commit_ms = max(self.max_commit_ms, elapsed_ms)
+        self.total_commit_ms += elapsed_ms
+        self.commit_ms.append(elapsed_ms)
+        if len(self.commit_ms) > 1000:
+            del self.commit_ms[:500]
+
+
+# Called before each commit; raises to refuse it (ownership fencing plugs in here).
+Fence = Callable[[], Awaitable[None]]
+
+
+class BatchingWriter:
+    """Buffers steps and snapshots and commits them in batches from one background task.
+
+    Start with ``start()`` (or ``async with``); ``close()`` flushes what is buffered and stops.
+    Not thread-safe: use from the event loop that started it.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        flush_interval: float = 0.25,
+        flush_max_rows: int = 5000,
+        max_buffered_rows: int = 200_000,
+        fence: Fence | None = None,
+    ) -> None:
+        self.store = store
+        self.flush_interval = flush_interval
+        self.flush_max_rows = flush_max_rows
+        self.max_buffered_rows = max_buffered_rows
+        self.fence = fence
+        self.stats = FlushStats()
+        self._steps: list[StepRecord] = []
+        self._snapshots: dict[str, SessionRecord] = {}
+        self._generation = 1  # the generation new submissions join
+        self._durable = 0  # the newest generation fully committed
+        self._wake = asyncio.Event()
+        self._durable_changed = asyncio.Condition()
+        self._room = asyncio.Event()
+        self._room.set()
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+        self._error: BaseException | None = None
+
+    async def __aenter__(self) -> BatchingWriter:
+        self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="batching-writer")
+
+    @property
+    def buffered(self) -> int:
+        return len(self._steps) + len(self._snapshots)
+
+    async def submit(self, steps: list[StepRecord] | None = None, snapshot: SessionRecord | None = None) -> int:
+        """Buffer steps and/or a session snapshot; return the generation they commit with.
+
+        Waits while the buffer is above its high watermark (backpressure).
+        """
+        if self._closing:
+            raise WriterClosed("the writer is closed")
+        if self._error is not None:
+            raise WriterClosed(f"the writer failed: {self._error}")
+        if not self._room.is_set():
+            await self._room.wait()
+        if steps:
+            self._steps.extend(steps)
+        if snapshot is not None:
+            self._snapshots[snapshot.session_id] = snapshot
+        if self.buffered >= self.flush_max_rows:
+            self._wake.set()
+        if self.buffered >= self.max_buffered_rows:
+            self._room.clear()
+        return self._generation
+
+    def submit_nowait(self, steps: list[StepRecord] | None = None, snapshot: SessionRecord | None = None) -> int:
+        """Like ``submit`` without backpressure, for callers that cannot await (rare)."""
+        if self._closing:
+            raise WriterClosed("the writer is closed")
+        if steps:
+            self._steps.extend(steps)
+        if snapshot is not None:
+            self._snapshots[snapshot.session_id] = snapshot
+        if self.buffered >= self.flush_max_rows:
+            self._wake.set()
+        return self._generation
+
+    async def wait_durable(self, generation: int, timeout: float | None = None) -> None:
+        """Return once everything submitted in ``generation`` is committed."""
+        self._wake.set()  # someone is waiting: do not sit out the interval
+
+        async def until() -> None:
+            async with self._durable_changed:
+                await self._durable_changed.wait_for(lambda: self._durable >= generation or self._error is not None)
+            if self._durable < generation and self._error is not None:
+                raise WriterClosed(f"the writer failed: {self._error}")
+
+        await asyncio.wait_for(until(), timeout)
+
+    async def flush(self) -> None:
+        """Commit everything submitted so far and wait for it."""
+        await self.wait_durable(self._generation)
+
+    async def close(self) -> None:
+        """Flush what is buffered, then stop. Idempotent."""
+        if self._task is None:
+            return
+        if not self._closing:
+            self._closing = True
+            self._wake.set()
+        task = self._task
+        await asyncio.shield(task)
+
+    async def _run(self) -> None:
+        backoff = 0.05
+        while True:
+            if not self._closing:
+                try:
+                    await asyncio.wait_for(self._wake.wait(), self.flush_interval)
+                except TimeoutError:
+                    pass
+            self._wake.clear()
+            if not self._steps and not self._snapshots:
+                # Nothing is buffered, so the current generation is vacuously durable:
+                # release its waiters and start a new one for later submissions.
+                generation = self._generation
+                self._generation += 1
+                await self._mark_durable(generation)
+                if self._closing:
+                    return
+                continue
+            steps, snapshots = self._steps, self._snapshots
+            self._steps, self._snapshots = [], {}
+            generation = self._generation
+            self._generation += 1
+            try:
+                await self._commit(steps, list(snapshots.values()))
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                # Put the batch back in front (newer snapshots submitted meanwhile win).
+                self.stats.failures += 1
+                self._steps = steps + self._steps
+                self._snapshots = {**snapshots, **self._snapshots}
+                if getattr(exc, "fatal", False):
+                    self._error = exc
+                    async with self._durable_changed:
+                        self._durable_changed.notify_all()
+                    log.error("writer stopped: %s", exc)
+                    return
+                log.warning("commit failed (%s); retrying in %.2fs with %d rows kept", exc, backoff, self.buffered)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                self._wake.set()
+                continue
+            backoff = 0.05
+            await self._mark_durable(generation)
+            if self.buffered < self.max_buffered_rows // 2:
+                self._room.set()
+
+    async def _commit(self, steps: list[StepRecord], snapshots: list[SessionRecord]) -> None:
+        if self.fence is not None:
+            await self.fence()
+        started = time.perf_counter()
+        step_count, snapshot_count = len(steps), len(snapshots)
+        if steps:
+            await self.store.steps.add(StepRecord.to_arrow(steps))
+            # Once the steps are in, a retry must not append them again.
+            steps.clear()
+        if snapshots:
+            await upsert_sessions(self.store.sessions, snapshots)
+        elapsed = (time.perf_counter() - started) * 1000
+        self.stats.record(elapsed, step_count, snapshot_count)
+        log.debug("flush: %d steps, %d snapshots in %.1f ms", step_count, snapshot_count, elapsed)
+
+    async def _mark_durable(self, generation: int) -> None:
+        if generation <= self._durable:
+            return
+        async with self._durable_changed:
+            self._durable = generation
+            self._durable_changed.notify_all()
+
+    def counters(self) -> dict[str, Any]:
+        s = self.stats
+        return {
+            "flushes": s.flushes,
+            "steps": s.steps,
+            "snapshots": s.snapshots,
+            "failures": s.failures,
+            "buffered": self.buffered,
+            "last_commit_ms": round(s.last_commit_ms, 2),
+            "max_commit_ms": round(s.max_commit_ms, 2),
+        }

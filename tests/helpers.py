@@ -1,0 +1,59 @@
+"""Shared test helpers: run coroutines, start helper processes as fresh interpreters, clean up."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Coroutine, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+PROCS = Path(__file__).parent / "procs"
+REPO = Path(__file__).resolve().parent.parent
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(coro)
+
+
+def spawn(script: str, *args: str, env: dict[str, str] | None = None, **kwargs: Any) -> subprocess.Popen[bytes]:
+    """Start ``tests/procs/<script>`` with this interpreter (never fork after lancedb import)."""
+    full_env = {**os.environ, **(env or {})}
+    full_env["PYTHONPATH"] = os.pathsep.join([str(REPO), full_env.get("PYTHONPATH", "")])
+    return subprocess.Popen([sys.executable, str(PROCS / script), *args], env=full_env, **kwargs)
+
+
+@contextmanager
+def reaped(*initial: subprocess.Popen[bytes]) -> Iterator[list[subprocess.Popen[bytes]]]:
+    """Yield a list of processes; whatever is still alive at exit is killed by pid and reaped."""
+    procs = list(initial)
+    try:
+        yield procs
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                try:
+                    os.kill(proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                pass
+
+
+def wait_for(predicate: Any, timeout: float, interval: float = 0.05, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
