@@ -19,6 +19,7 @@ import pyarrow as pa
 
 from agentd.store.actions import ACTIONS
 from agentd.store.conversations import CONVERSATIONS, MESSAGES, PARTICIPANTS
+from agentd.store.owners import OWNERS
 from agentd.store.sessions import SESSIONS
 from agentd.store.spec import TableSpec
 from agentd.store.steps import STEPS
@@ -34,7 +35,7 @@ META = TableSpec(
     schema=pa.schema([pa.field("key", pa.string(), nullable=False), pa.field("value", pa.string(), nullable=False)]),
     primary_key="key",
 )
-TABLES: tuple[TableSpec, ...] = (META, SESSIONS, STEPS, ACTIONS, CONVERSATIONS, MESSAGES, PARTICIPANTS)
+TABLES: tuple[TableSpec, ...] = (META, SESSIONS, STEPS, ACTIONS, CONVERSATIONS, MESSAGES, PARTICIPANTS, OWNERS)
 _STABLE_ROW_IDS = {"new_table_enable_stable_row_ids": "true"}
 
 
@@ -61,6 +62,7 @@ class Store:
         self.conversations = tables["conversations"]
         self.messages = tables["messages"]
         self.participants = tables["participants"]
+        self.owners = tables["owners"]
 
     @classmethod
     async def open(cls, uri: str, num_shards: int, *, create: bool = True) -> Store:

@@ -113,6 +113,11 @@ class BatchingWriter:
             self._task = asyncio.create_task(self._run(), name="batching-writer")
 
     @property
+    def current_generation(self) -> int:
+        """The generation that new submissions join; waiting on it covers all earlier ones."""
+        return self._generation
+
+    @property
     def buffered(self) -> int:
         return len(self._steps) + len(self._snapshots)
 

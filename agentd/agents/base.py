@@ -1,0 +1,169 @@
+"""The agent protocol: what an agent type implements and what the runtime gives it.
+
+The runtime (agentd.runtime) knows only this module. An agent type is a subclass of ``Agent``
+registered by name (see agentd.agents.registry); the supervisor, queue, store and gateway never
+name a concrete type, so a user's own type plugs in without touching them.
+
+Hooks, in the order the runtime calls them:
+- ``config_model`` validates the creation config (``agentctl create`` options);
+- ``validate_create(services)`` checks the world at creation (e.g. the conversation exists);
+- ``initial_context()`` gives the first context snapshot (a flat JSON object);
+- ``on_start()`` runs when the session starts or resumes in a process;
+- ``do_tick(tick)`` does one unit of work and returns a ``StepOutcome``;
+- ``normalize_guidance(raw)`` turns a JSON object or free text into the type's guidance model
+  (raise ``GuidanceError`` to reject it); ``apply_guidance(normalized)`` returns a ``GuidanceEffect``
+  (context delta, wake now?);
+- ``on_stop()`` runs once when the session stops (destroyed, stopped itself, or host shutdown).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from agentd.llm.base import LLMClient
+
+__all__ = [
+    "Agent",
+    "AgentConfig",
+    "AgentServices",
+    "CreateError",
+    "GuidanceEffect",
+    "GuidanceError",
+    "StepOutcome",
+    "Tick",
+]
+
+
+class GuidanceError(ValueError):
+    """Guidance the agent type cannot accept; the message tells the user what would work."""
+
+
+class CreateError(ValueError):
+    """A session cannot be created as asked (bad config, missing conversation, ...)."""
+
+
+class AgentConfig(BaseModel):
+    """Base of every creation config. ``interval`` is the heartbeat between ticks."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    interval: float | None = Field(None, gt=0, le=86_400, description="seconds between ticks")
+
+
+class StepOutcome(BaseModel):
+    """What a tick produced. ``context_delta`` is merged into the session context."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    status: Literal["ok", "error", "info"] = "ok"
+    text: str | None = None
+    data: dict[str, Any] | None = None
+    notes: str | None = None
+    error: str | None = None
+    context_delta: dict[str, Any] = Field(default_factory=dict)
+    # The tick asks the session to stop after this step (it is destroyed cleanly).
+    stop: bool = False
+
+
+@dataclass(slots=True)
+class GuidanceEffect:
+    """The result of applying guidance: a context delta, and whether to tick at once."""
+
+    delta: dict[str, Any] = field(default_factory=dict)
+    wake: bool = False
+
+
+@dataclass(slots=True)
+class Tick:
+    """What ``do_tick`` sees: the step being produced and the session's context (read-only)."""
+
+    seq: int
+    iteration: int
+    now: datetime
+    context: dict[str, Any]
+    # Set when the tick was started early by guidance or a new message, not by the heartbeat.
+    woken: bool = False
+
+
+@dataclass(slots=True)
+class AgentServices:
+    """What the host lends an agent: the LLM client, the store, and a way to wake sessions.
+
+    ``store`` is an ``agentd.store.Store`` (typed loosely so agents need not import the store).
+    """
+
+    llm: LLMClient
+    store: Any
+    session_id: str
+    agent_id: str
+    # Called by agents that watch something (e.g. a conversation) to request an early tick.
+    wake: Callable[[], None] = lambda: None
+    # Registers interest in a conversation so the host wakes this session on new messages.
+    watch_conversation: Callable[[str], None] = lambda _cid: None
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+class Agent:
+    """Base class for agent types. Subclasses set ``type_name``, ``config_model``, ``guidance_model``."""
+
+    type_name: ClassVar[str] = ""
+    config_model: ClassVar[type[AgentConfig]] = AgentConfig
+    guidance_model: ClassVar[type[BaseModel]] = BaseModel
+    # Stop the session (status error) after this many consecutive error steps; None = never.
+    max_consecutive_errors: ClassVar[int | None] = None
+
+    def __init__(self, config: AgentConfig, services: AgentServices) -> None:
+        self.config = config
+        self.services = services
+
+    # -- creation ----------------------------------------------------------------------------
+
+    @classmethod
+    def parse_config(cls, raw: dict[str, Any]) -> AgentConfig:
+        """Validate a creation config; raises CreateError with a readable message."""
+        from pydantic import ValidationError
+
+        try:
+            return cls.config_model.model_validate(raw)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in err['loc']) or 'config'}: {err['msg']}" for err in exc.errors()
+            )
+            raise CreateError(f"invalid {cls.type_name} config: {problems}") from exc
+
+    async def validate_create(self) -> None:
+        """Check the world before the session exists; raise CreateError to refuse."""
+
+    def conversation_id(self) -> str | None:
+        """The conversation this session is bound to, if any (stored on the session row)."""
+        return None
+
+    # -- lifecycle hooks ---------------------------------------------------------------------
+
+    def initial_context(self) -> dict[str, Any]:
+        return {}
+
+    async def on_start(self, context: dict[str, Any]) -> None:
+        """The session starts or resumes in this process with ``context``."""
+
+    async def do_tick(self, tick: Tick) -> StepOutcome:
+        raise NotImplementedError
+
+    def normalize_guidance(self, raw: dict[str, Any] | str) -> BaseModel:
+        """Structured guidance is validated; free text is parsed into the same model."""
+        raise GuidanceError(f"{self.type_name} sessions take no guidance")
+
+    def apply_guidance(self, guidance: BaseModel, context: dict[str, Any]) -> GuidanceEffect:
+        raise GuidanceError(f"{self.type_name} sessions take no guidance")
+
+    async def on_stop(self, context: dict[str, Any]) -> None:
+        """The session stops in this process (destroyed, stopped itself, or host shutdown)."""
+
+
+AgentFactory = Callable[[AgentConfig, AgentServices], Agent]
+AsyncHook = Callable[[], Awaitable[None]]

@@ -1,0 +1,382 @@
+"""A session host: the sessions of a set of shards in one process, and their control actions.
+
+The host loads the live sessions of its shards at start (resuming each from the newer of its
+session row and its latest step), claims its shards' actions from the queue, hands each to
+the right session's inbox in arrival order, and acknowledges it once the state change is
+durable. Actions it cannot apply (unknown session, invalid guidance, missing conversation,
+duplicate create) fail with a clear error and leave every other session alone.
+
+Who cancels what: ``run()`` runs until ``stop()`` is called; ``stop()`` stops claiming, asks
+every session to finish its tick in flight and persist its snapshot, flushes the writer, and
+cancels whatever is still running after ``timeout``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from typing import Any
+
+from agentd.agents.base import AgentServices, CreateError
+from agentd.agents.registry import UnknownAgentType, agent_type
+from agentd.config import Settings
+from agentd.ids import shard_for
+from agentd.llm.base import LLMClient
+from agentd.queue import ActionQueue, ClaimLost
+from agentd.runtime.lateness import LatencyStats
+from agentd.runtime.session import ActionRejected, Command, CommandResult, SessionRunner
+from agentd.runtime.watcher import ConversationWatcher
+from agentd.store import Store
+from agentd.store.actions import ActionRecord
+from agentd.store.sessions import SessionRecord, get_session, list_sessions
+from agentd.store.steps import latest_step, latest_steps_since
+from agentd.store.writer import BatchingWriter
+from agentd.timeutil import utcnow
+
+__all__ = ["SessionHost"]
+
+log = logging.getLogger(__name__)
+
+LIVE_STATUSES = ["starting", "running", "paused", "stopping"]
+# Steps newer than the newest session row are found within this margin (clock steps, slow flushes).
+RECOVERY_MARGIN = timedelta(minutes=5)
+
+
+class SessionHost:
+    """Hosts the sessions of ``shards``. One per worker process."""
+
+    def __init__(
+        self,
+        store: Store,
+        settings: Settings,
+        shards: list[int],
+        llm: LLMClient,
+        *,
+        epoch: int = 0,
+        name: str = "worker",
+        fence: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        self.store = store
+        self.settings = settings
+        self.shards = sorted(shards)
+        self._shard_set = set(shards)
+        self.llm = llm
+        self.epoch = epoch
+        self.name = name
+        self.writer = BatchingWriter(
+            store,
+            flush_interval=settings.writer.flush_interval,
+            flush_max_rows=settings.writer.flush_max_rows,
+            max_buffered_rows=settings.writer.max_buffered_rows,
+            fence=fence,
+        )
+        self.queue = ActionQueue(
+            store.actions,
+            store.num_shards,
+            lease=settings.queue.lease,
+            claim_batch=settings.queue.claim_batch,
+            claimer=name,
+        )
+        self.fence = fence
+        self.runners: dict[str, SessionRunner] = {}
+        self.tasks: dict[str, asyncio.Task[None]] = {}
+        self.lateness = LatencyStats()
+        self.actions_applied = 0
+        self.actions_failed = 0
+        self.watcher = ConversationWatcher(store, self._wake_conversation, interval=0.1)
+        self._hint = asyncio.Event()
+        self._stopping = False
+        self._ack_tasks: set[asyncio.Task[None]] = set()
+        # Actions for a session whose create is still being validated, in arrival order.
+        self._creating: dict[str, list[ActionRecord]] = {}
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> int:
+        """Start the writer, resume the live sessions of our shards; returns how many."""
+        self.writer.start()
+        await self.watcher.start()
+        resumed = await self._resume_sessions()
+        log.info("%s hosting %d sessions of %d shards", self.name, resumed, len(self.shards))
+        return resumed
+
+    async def run(self) -> None:
+        """Claim and dispatch actions until ``stop()``; wakes early on ``hint()``."""
+        poll = self.settings.queue.poll_interval
+        while not self._stopping:
+            try:
+                if self.fence is not None:
+                    await self.fence()
+                actions = await self.queue.claim(self.shards)
+            except Exception as exc:
+                if getattr(exc, "fatal", False):
+                    raise
+                log.warning("claiming actions failed: %s", exc)
+                actions = []
+            for action in actions:
+                self._dispatch(action)
+            if actions:
+                continue  # there may be more
+            self._hint.clear()
+            try:
+                await asyncio.wait_for(self._hint.wait(), poll)
+            except TimeoutError:
+                pass
+
+    def hint(self) -> None:
+        """A wake hint: new actions may be waiting."""
+        self._hint.set()
+
+    async def stop(self, timeout: float = 10.0) -> None:
+        """Graceful stop: finish ticks in flight, persist snapshots, flush. Idempotent."""
+        self._stopping = True
+        self._hint.set()
+        futures = [runner.submit(Command("shutdown")) for runner in list(self.runners.values())]
+        pending = [t for t in self.tasks.values() if not t.done()]
+        if pending:
+            _, still = await asyncio.wait(pending, timeout=timeout)
+            for task in still:
+                task.cancel()
+            if still:
+                log.warning("%s: %d sessions did not stop within %.0fs; cancelled", self.name, len(still), timeout)
+        for future in futures:
+            if not future.done():
+                future.cancel()
+        if self._ack_tasks:
+            await asyncio.wait(list(self._ack_tasks), timeout=timeout)
+        await self.watcher.stop()
+        await self.writer.close()
+
+    # -- resuming ----------------------------------------------------------------------------
+
+    async def _resume_sessions(self) -> int:
+        records = await list_sessions(self.store.sessions, shards=self.shards)
+        if not records:
+            return 0
+        newest = max(r.updated_at for r in records)
+        steps = await latest_steps_since(self.store.steps, self.shards, newest - RECOVERY_MARGIN)
+        count = 0
+        for record in records:
+            step = steps.get(record.session_id)
+            if step is not None and step.seq > record.last_seq:
+                record = _apply_step_state(record, step.seq, step.state)
+            if record.status not in LIVE_STATUSES:
+                continue
+            try:
+                self._start_runner(record, creating=False)
+                count += 1
+            except Exception:
+                log.exception("cannot resume session %s", record.session_id)
+        return count
+
+    def _services(self, record: SessionRecord) -> AgentServices:
+        session_id = record.session_id
+
+        def wake() -> None:
+            runner = self.runners.get(session_id)
+            if runner is not None:
+                runner.wake(tick=True)
+
+        return AgentServices(
+            llm=self.llm,
+            store=self.store,
+            session_id=session_id,
+            agent_id=record.agent_id,
+            wake=wake,
+            watch_conversation=lambda cid: self.watcher.watch(cid, session_id),
+            extras={"default_subject": self.settings.runtime.default_subject},
+        )
+
+    def _start_runner(self, record: SessionRecord, *, creating: bool) -> SessionRunner:
+        cls = agent_type(record.agent_type)
+        config = cls.parse_config({k: v for k, v in record.config.items() if not k.startswith("_")})
+        agent = cls(config, self._services(record))
+        if creating:
+            record.context = {**agent.initial_context(), **record.context, "paused": False}
+        runner = SessionRunner(
+            record,
+            agent,
+            self.writer,
+            heartbeat=self.settings.runtime.heartbeat_interval,
+            tick_timeout=self.settings.runtime.tick_timeout,
+            creating=creating,
+            epoch=self.epoch,
+            on_lateness=self.lateness.add,
+        )
+        # Register before the first await so that actions dispatched next find the session.
+        self.runners[record.session_id] = runner
+        task = asyncio.create_task(runner.run(), name=f"session:{record.session_id}")
+        self.tasks[record.session_id] = task
+        task.add_done_callback(functools.partial(self._session_done, record.session_id, runner))
+        return runner
+
+    def _session_done(self, session_id: str, runner: SessionRunner, task: asyncio.Task[None]) -> None:
+        if self.runners.get(session_id) is runner:
+            del self.runners[session_id]
+            self.tasks.pop(session_id, None)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("session %s task failed: %s", session_id, task.exception())
+
+    def _wake_conversation(self, session_ids: set[str]) -> None:
+        for session_id in session_ids:
+            runner = self.runners.get(session_id)
+            if runner is not None:
+                runner.wake(tick=True)
+
+    # -- actions -----------------------------------------------------------------------------
+
+    def _dispatch(self, action: ActionRecord) -> None:
+        """Route one claimed action; ordering per session is the order of calls."""
+        if action.shard not in self._shard_set or shard_for(action.session_id, self.store.num_shards) != action.shard:
+            self._ack(action, _rejected(f"action for shard {action.shard} is not hosted here"))
+            return
+        runner = self.runners.get(action.session_id)
+        if action.session_id in self._creating:  # wait for the create in progress
+            self._creating[action.session_id].append(action)
+            return
+        if action.kind == "create":
+            if runner is not None:
+                self._ack(action, self._duplicate_create(action))
+                return
+            self._creating[action.session_id] = []
+            self._ack(action, self._create(action))
+            return
+        if runner is None:
+            self._ack(action, self._not_hosted(action))
+            return
+        self._ack(action, runner.submit(Command(action.kind, action.payload)))
+
+    def _release_queued(self, session_id: str) -> None:
+        for queued in self._creating.pop(session_id, []):
+            self._dispatch(queued)
+
+    async def _create(self, action: ActionRecord) -> CommandResult:
+        try:
+            return await self._create_session(action)
+        finally:
+            self._release_queued(action.session_id)
+
+    async def _create_session(self, action: ActionRecord) -> CommandResult:
+        payload = action.payload
+        existing = await get_session(self.store.sessions, action.session_id)
+        if existing is not None:
+            return await self._existing_create(action, existing)
+        try:
+            cls = agent_type(str(payload.get("agent_type", "")))
+            config = cls.parse_config(dict(payload.get("config") or {}))
+        except (UnknownAgentType, CreateError) as exc:
+            raise ActionRejected(str(exc)) from exc
+        if action.session_id in self.runners:  # created by an earlier action while we awaited
+            return await self._duplicate_create(action)
+        # A crash after the creation step was committed but before its session row: continue its seq.
+        previous = await latest_step(self.store.steps, action.session_id)
+        now = utcnow()
+        agent_id = str(payload.get("agent_id") or action.session_id)
+        record = SessionRecord(
+            session_id=action.session_id,
+            agent_id=agent_id,
+            agent_type=cls.type_name,
+            shard=action.shard,
+            status="starting",
+            config={**config.model_dump(mode="json", exclude_none=True), "_create_action": action.action_id},
+            context={},
+            last_seq=previous.seq if previous is not None else 0,
+            conversation_id=None,
+            created_at=now,
+            updated_at=now,
+        )
+        runner = self._start_runner(record, creating=True)
+        record.conversation_id = runner.agent.conversation_id()
+        future = runner.submit(Command("create", payload))
+        self._release_queued(action.session_id)  # queued actions go in behind the create
+        return await future
+
+    async def _existing_create(self, action: ActionRecord, existing: SessionRecord) -> CommandResult:
+        if existing.config.get("_create_action") == action.action_id:  # our own create, replayed
+            return {"session_id": existing.session_id, "agent_id": existing.agent_id, "status": existing.status}, 0
+        raise ActionRejected(f"session {action.session_id} already exists")
+
+    async def _duplicate_create(self, action: ActionRecord) -> CommandResult:
+        existing = await get_session(self.store.sessions, action.session_id)
+        if existing is not None:
+            return await self._existing_create(action, existing)
+        raise ActionRejected(f"session {action.session_id} already exists")
+
+    async def _not_hosted(self, action: ActionRecord) -> CommandResult:
+        existing = await get_session(self.store.sessions, action.session_id)
+        if existing is None:
+            raise ActionRejected(f"unknown session {action.session_id}")
+        if action.kind == "destroy" and existing.status in ("stopped", "error"):
+            return {"session_id": existing.session_id, "status": existing.status}, 0
+        raise ActionRejected(f"session {action.session_id} is {existing.status}")
+
+    def _ack(self, action: ActionRecord, outcome: Awaitable[CommandResult]) -> None:
+        task = asyncio.ensure_future(self._acknowledge(action, outcome))
+        self._ack_tasks.add(task)
+        task.add_done_callback(self._ack_tasks.discard)
+
+    async def _acknowledge(self, action: ActionRecord, outcome: Awaitable[CommandResult]) -> None:
+        started = time.perf_counter()
+        try:
+            try:
+                result, generation = await outcome
+            except ActionRejected as exc:
+                self.actions_failed += 1
+                await self.queue.fail(action, str(exc))
+                return
+            except asyncio.CancelledError:
+                return  # host stopping: the lease expires and the action is applied again
+            except Exception as exc:
+                log.exception("action %s (%s) failed", action.action_id, action.kind)
+                self.actions_failed += 1
+                await self.queue.fail(action, f"internal error: {exc}")
+                return
+            if generation:
+                await self.writer.wait_durable(generation)
+            await self.queue.complete(action, result)
+            self.actions_applied += 1
+            log.debug(
+                "action %s %s applied in %.1f ms", action.kind, action.action_id, (time.perf_counter() - started) * 1000
+            )
+        except ClaimLost as exc:
+            log.warning("%s", exc)
+        except Exception:
+            log.exception(
+                "acknowledging action %s failed; its lease will expire and it will be retried", action.action_id
+            )
+
+    # -- status ------------------------------------------------------------------------------
+
+    def counters(self) -> dict[str, Any]:
+        statuses: dict[str, int] = {}
+        for runner in self.runners.values():
+            statuses[runner.status] = statuses.get(runner.status, 0) + 1
+        return {
+            "sessions": len(self.runners),
+            "statuses": statuses,
+            "actions_applied": self.actions_applied,
+            "actions_failed": self.actions_failed,
+            "lateness_ms": self.lateness.summary(),
+            "writer": self.writer.counters(),
+        }
+
+
+async def _rejected(message: str) -> CommandResult:
+    raise ActionRejected(message)
+
+
+def _apply_step_state(record: SessionRecord, seq: int, state: dict[str, Any]) -> SessionRecord:
+    """The step is newer than the row (crash between the two commits): take the step's state."""
+    return record.model_copy(
+        update={
+            "last_seq": seq,
+            "status": state.get("status", record.status),
+            "iteration": state.get("iteration", record.iteration),
+            "context": state.get("context", record.context),
+            "last_result": state.get("last_result", record.last_result),
+        }
+    )

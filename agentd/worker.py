@@ -1,0 +1,203 @@
+"""Worker process entry point: one uvloop loop hosting the sessions of the shards it owns.
+
+Started by the supervisor as a fresh interpreter (``python -m agentd.worker ...``), never by
+fork(), because LanceDB runs native threads. Also runnable by hand for debugging: with no
+``--control-fd`` it runs until SIGTERM/SIGINT.
+
+Control channel (``--control-fd``, a socketpair end inherited from the supervisor), JSON
+lines both ways: the worker sends ``ready``, then a ``heartbeat`` with its counters every
+heartbeat interval *from a task on its event loop* (so a blocked loop misses its beat);
+the supervisor sends ``wake`` (new actions for a shard) and ``stop``. EOF on the channel means
+the supervisor died: the worker stops gracefully by itself, and PR_SET_PDEATHSIG adds a
+SIGTERM for the same case, so no orphan keeps running its shards.
+
+Exit codes: 0 graceful stop; 3 boot failure (bad config or database, so the supervisor must not
+restart it in a loop); 4 fenced out (another worker owns these shards now).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from typing import Any
+
+from agentd.config import ConfigError, Settings, load_settings
+from agentd.ids import shards_of_worker
+from agentd.logsetup import configure_logging
+
+__all__ = ["EXIT_BOOT", "EXIT_FENCED", "main"]
+
+log = logging.getLogger("agentd.worker")
+
+EXIT_OK = 0
+EXIT_BOOT = 3
+EXIT_FENCED = 4
+
+
+def _set_parent_death_signal() -> None:
+    """Ask Linux to SIGTERM us when the supervisor dies (belt and braces beside pipe EOF)."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
+    except Exception:  # pragma: no cover - best effort
+        log.debug("prctl(PR_SET_PDEATHSIG) unavailable")
+
+
+class ControlChannel:
+    """The worker's end of the supervisor socketpair (JSON lines)."""
+
+    def __init__(self, fd: int) -> None:
+        self.sock = socket.socket(fileno=fd)
+        self.sock.setblocking(False)
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def open(self) -> None:
+        self.reader, self.writer = await asyncio.open_connection(sock=self.sock)
+
+    async def send(self, message: dict[str, Any]) -> None:
+        if self.writer is None or self.writer.is_closing():
+            return
+        self.writer.write((json.dumps(message, separators=(",", ":")) + "\n").encode())
+        with contextlib.suppress(ConnectionError):
+            await self.writer.drain()
+
+    async def messages(self) -> Any:
+        assert self.reader is not None
+        while True:
+            line = await self.reader.readline()
+            if not line:
+                return
+            try:
+                yield json.loads(line)
+            except ValueError:
+                log.warning("ignoring a malformed control message")
+
+
+class FencedOut(Exception):
+    """Another worker owns our shards now: stop without committing anything more."""
+
+    fatal = True
+
+
+async def _serve(settings: Settings, args: argparse.Namespace) -> int:
+    from agentd.llm.factory import make_llm
+    from agentd.runtime.host import SessionHost
+    from agentd.store import Store, StoreError
+    from agentd.store.owners import current_epoch
+
+    name = f"worker-{args.index}"
+    try:
+        store = await Store.open(settings.storage.uri, settings.storage.num_shards)
+        llm = make_llm(settings.llm)
+    except (StoreError, ConfigError) as exc:
+        log.error("cannot start: %s", exc)
+        return EXIT_BOOT
+    shards = shards_of_worker(args.index, args.workers, store.num_shards)
+
+    async def fence() -> None:
+        if args.epoch and await current_epoch(store, args.index) != args.epoch:
+            raise FencedOut(f"{name} epoch {args.epoch} was replaced; not committing")
+
+    host = SessionHost(store, settings, shards, llm, epoch=args.epoch, name=name, fence=fence if args.epoch else None)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    channel = ControlChannel(args.control_fd) if args.control_fd is not None else None
+    started = time.monotonic()
+    if channel is not None:
+        await channel.open()
+    resumed = await host.start()
+    if channel is not None:
+        await channel.send({"type": "ready", "pid": os.getpid(), "sessions": resumed, "shards": shards})
+
+    async def heartbeat() -> None:
+        while channel is not None:
+            counters = host.counters()
+            await channel.send(
+                {"type": "heartbeat", "pid": os.getpid(), "uptime": time.monotonic() - started, **counters}
+            )
+            await asyncio.sleep(settings.daemon.heartbeat_interval)
+
+    async def listen() -> None:
+        if channel is None:
+            await stop.wait()
+            return
+        async for message in channel.messages():
+            kind = message.get("type")
+            if kind == "wake":
+                host.hint()
+            elif kind == "stop":
+                break
+        stop.set()  # stop message, or EOF: the supervisor is gone
+
+    tasks = [
+        asyncio.create_task(host.run(), name="claim-loop"),
+        asyncio.create_task(heartbeat(), name="heartbeat"),
+        asyncio.create_task(listen(), name="control"),
+        asyncio.create_task(stop.wait(), name="stop"),
+    ]
+    code = EXIT_OK
+    done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    for task in done:
+        if task.cancelled():
+            continue
+        error = task.exception()
+        if isinstance(error, FencedOut):
+            log.error("%s", error)
+            code = EXIT_FENCED
+        elif error is not None:
+            log.error("%s failed: %r", task.get_name(), error)
+            code = 1
+    log.info("%s stopping (%d sessions)", name, len(host.runners))
+    await host.stop(timeout=settings.daemon.stop_timeout * 0.8)
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    await llm.aclose()
+    if host.writer.stats.failures and host.writer.buffered:
+        log.error("%d rows could not be committed", host.writer.buffered)
+    return code
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="agentd-worker", description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default=None)
+    parser.add_argument("--db", default=None)
+    parser.add_argument("--index", type=int, default=0)
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--epoch", type=int, default=0, help="ownership epoch (0 = unfenced)")
+    parser.add_argument("--control-fd", type=int, default=None)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    _set_parent_death_signal()
+    try:
+        settings = load_settings(args.config, db=args.db)
+    except ConfigError as exc:
+        print(f"agentd worker: {exc}", file=sys.stderr)  # noqa: T201 - logging is not set up yet
+        return EXIT_BOOT
+    configure_logging(settings.logging, role="worker", worker=args.index)
+    import uvloop
+
+    return uvloop.run(_serve(settings, args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
