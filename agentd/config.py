@@ -134,7 +134,16 @@ class LLMConfig(_Section):
     timeout: float = Field(30.0, gt=0)
     retries: int = Field(2, ge=0)
     concurrency: int = Field(16, ge=1, description="in-flight LLM calls per worker")
-    log_level: str = "WARNING"
+    retry_backoff: float = Field(0.5, ge=0, description="first retry delay, doubled per retry, with jitter")
+    retry_backoff_max: float = Field(8.0, ge=0)
+    seed: int = Field(0, description="seed of the offline generator")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "WARNING"
+    options: dict[str, Any] = Field(default_factory=dict, description="extra BAML client options ([llm.options])")
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
 
 
 class LoggingConfig(_Section):

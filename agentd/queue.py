@@ -19,16 +19,16 @@ import logging
 import os
 import random
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, Literal
 
 from agentd.ids import deterministic_id, new_id, shard_for
 from agentd.store.actions import ActionRecord, purge_finished_actions
-from agentd.store.records import dumps_json
 from agentd.store.sql import sql_in, sql_str, sql_ts
 from agentd.timeutil import utcnow
 
-__all__ = ["ActionQueue", "ClaimLost", "QueueError"]
+__all__ = ["Ack", "ActionQueue", "ClaimLost", "QueueError"]
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +62,16 @@ async def _with_retry(what: str, call: Any, attempts: int = 8) -> Any:
             await asyncio.sleep(delay * (1 + random.random()))
             delay = min(delay * 2, 1.0)
     raise AssertionError("unreachable")
+
+
+@dataclass(slots=True)
+class Ack:
+    """One acknowledgement: the claimed action, its final status, result and error."""
+
+    action: ActionRecord
+    status: Literal["done", "failed"]
+    result: dict[str, Any] | None = None
+    error: str | None = None
 
 
 class ActionQueue:
@@ -157,6 +167,13 @@ class ActionQueue:
         records = sorted(ActionRecord.from_arrow(rows), key=lambda r: (r.created_at, r.action_id))
         return records[:limit] if limit is not None else records
 
+    async def _candidates(self, shards: Iterable[int], limit: int) -> list[tuple[str, int]]:
+        """(action_id, version) of the oldest claimable actions; reads three columns only."""
+        query = self.table.query().where(self._claimable_clause(shards)).select(["action_id", "version", "created_at"])
+        rows = (await query.to_arrow()).to_pylist()
+        rows.sort(key=lambda r: (r["created_at"], r["action_id"]))
+        return [(r["action_id"], r["version"]) for r in rows[:limit]]
+
     async def claim(self, shards: Iterable[int], *, limit: int | None = None) -> list[ActionRecord]:
         """Claim up to ``limit`` claimable actions of ``shards``; returns the ones won, oldest first.
 
@@ -197,46 +214,75 @@ class ActionQueue:
 
     async def complete(self, action: ActionRecord, result: dict[str, Any] | None = None) -> ActionRecord:
         """Mark a claimed action done. Raises ClaimLost if it is no longer ours."""
-        return await self._finish(action, "done", result=result)
+        return await self._finish_one(Ack(action, "done", result))
 
     async def fail(self, action: ActionRecord, error: str, result: dict[str, Any] | None = None) -> ActionRecord:
         """Mark a claimed action failed with a message for the user. Raises ClaimLost likewise."""
-        return await self._finish(action, "failed", result=result, error=error)
+        return await self._finish_one(Ack(action, "failed", result, error))
 
-    async def _finish(
-        self, action: ActionRecord, status: str, *, result: dict[str, Any] | None, error: str | None = None
-    ) -> ActionRecord:
+    async def _finish_one(self, ack: Ack) -> ActionRecord:
+        [outcome] = await self.finish_many([ack])
+        if isinstance(outcome, ClaimLost):
+            raise outcome
+        return outcome
+
+    async def finish_many(self, acks: list[Ack]) -> list[ActionRecord | ClaimLost]:
+        """Acknowledge many claimed actions in one commit; per action, the new row or ClaimLost.
+
+        One conditional merge: each source row carries the action's final status, result and
+        error, and the match condition pins the claimed version and claim token, so an action
+        completed already or reclaimed by another worker is left alone and reported lost.
+        """
+        if not acks:
+            return []
         now = utcnow()
-        updates = {
-            "status": sql_str(status),
-            "version": "version + 1",
-            "result": "NULL" if result is None else sql_str(dumps_json(result) or ""),
-            "error": "NULL" if error is None else sql_str(error),
-            "done_at": sql_ts(now),
-            "lease_until": "NULL",
-        }
-        where = (
-            f"action_id = {sql_str(action.action_id)} AND version = {action.version} "
-            f"AND status = 'claimed' AND claim_token = {sql_str(action.claim_token or '')}"
+        finished = [
+            a.action.model_copy(
+                update={
+                    "status": a.status,
+                    "version": a.action.version + 1,
+                    "result": a.result,
+                    "error": a.error,
+                    "done_at": now,
+                    "lease_until": None,
+                }
+            )
+            for a in acks
+        ]
+        data = ActionRecord.to_arrow(finished)
+        # A conditional merge is LanceDB's batched compare-and-set (CASE is not supported in
+        # update expressions): only rows still claimed by us at the version we read match.
+        condition = (
+            "target.version = source.version - 1 AND target.status = 'claimed' "
+            "AND target.claim_token = source.claim_token"
         )
 
-        async def update() -> Any:
-            return await self.table.update(updates_sql=updates, where=where)
+        async def merge() -> Any:
+            return await self.table.merge_insert("action_id").when_matched_update_all(where=condition).execute(data)
 
         # Shield: the acknowledgement must be recorded even if the caller is being cancelled.
-        outcome = await asyncio.shield(_with_retry("ack", update))
-        if outcome.rows_updated != 1:
-            raise ClaimLost(f"action {action.action_id} is no longer claimed by this worker")
-        return action.model_copy(
-            update={
-                "status": status,
-                "version": action.version + 1,
-                "result": result,
-                "error": error,
-                "done_at": now,
-                "lease_until": None,
+        outcome = await asyncio.shield(_with_retry("ack", merge))
+        rows_updated = int(outcome.num_updated_rows)
+        won: set[str]
+        if rows_updated == len(acks):
+            won = {a.action.action_id for a in acks}
+        else:  # some were not ours any more: find out which by their version and done_at
+            rows = await self.table.query().where(sql_in("action_id", [a.action.action_id for a in acks])).to_arrow()
+            current = {r.action_id: r for r in ActionRecord.from_arrow(rows)}
+            won = {
+                a.action.action_id
+                for a in acks
+                if (row := current.get(a.action.action_id)) is not None
+                and row.version == a.action.version + 1
+                and row.claim_token == a.action.claim_token
+                and row.done_at == now
             }
-        )
+        return [
+            record
+            if record.action_id in won
+            else ClaimLost(f"action {record.action_id} is no longer claimed by this worker")
+            for record in finished
+        ]
 
     async def extend_lease(self, action: ActionRecord) -> ActionRecord:
         """Push the lease of a long-running claim forward; raises ClaimLost if it expired."""
@@ -262,3 +308,59 @@ class ActionQueue:
         for status in rows.column("status").to_pylist() if rows.num_rows else []:
             counts[status] = counts.get(status, 0) + 1
         return counts
+
+
+class AckBatcher:
+    """Coalesces acknowledgements into one commit each: while one commit runs, the next batch gathers.
+
+    Every ``update`` is a commit, and concurrent commits from one process conflict and retry;
+    200 acknowledgements sent one by one took seconds, in one batch they take one commit.
+    """
+
+    def __init__(self, queue: ActionQueue, *, max_batch: int = 500) -> None:
+        self.queue = queue
+        self.max_batch = max_batch
+        self._pending: list[tuple[Ack, asyncio.Future[ActionRecord | ClaimLost]]] = []
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="ack-batcher")
+
+    async def close(self) -> None:
+        """Commit what is pending, then stop."""
+        while self._pending:
+            self._wake.set()
+            await asyncio.sleep(0.01)
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    async def finish(self, ack: Ack) -> ActionRecord:
+        """Acknowledge one action; raises ClaimLost if it is no longer ours."""
+        future: asyncio.Future[ActionRecord | ClaimLost] = asyncio.get_running_loop().create_future()
+        self._pending.append((ack, future))
+        self._wake.set()
+        outcome = await asyncio.shield(future)
+        if isinstance(outcome, ClaimLost):
+            raise outcome
+        return outcome
+
+    async def _run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._pending:
+                batch, self._pending = self._pending[: self.max_batch], self._pending[self.max_batch :]
+                try:
+                    outcomes = await self.queue.finish_many([ack for ack, _ in batch])
+                except Exception as exc:
+                    for _, future in batch:
+                        if not future.done():
+                            future.set_exception(exc)
+                    continue
+                for (_, future), outcome in zip(batch, outcomes, strict=True):
+                    if not future.done():
+                        future.set_result(outcome)

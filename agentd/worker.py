@@ -126,7 +126,10 @@ async def _serve(settings: Settings, args: argparse.Namespace) -> int:
         await channel.send({"type": "ready", "pid": os.getpid(), "sessions": resumed, "shards": shards})
 
     async def heartbeat() -> None:
-        while channel is not None:
+        if channel is None:
+            await stop.wait()
+            return
+        while True:
             counters = host.counters()
             await channel.send(
                 {"type": "heartbeat", "pid": os.getpid(), "uptime": time.monotonic() - started, **counters}

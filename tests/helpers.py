@@ -57,3 +57,10 @@ def wait_for(predicate: Any, timeout: float, interval: float = 0.05, what: str =
             return value
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def spawn_module(module: str, *args: str, env: dict[str, str] | None = None, **kwargs: Any) -> subprocess.Popen[bytes]:
+    """Start ``python -m module`` as a fresh interpreter."""
+    full_env = {**os.environ, **(env or {})}
+    full_env["PYTHONPATH"] = os.pathsep.join([str(REPO), full_env.get("PYTHONPATH", "")])
+    return subprocess.Popen([sys.executable, "-m", module, *args], env=full_env, **kwargs)

@@ -6,20 +6,51 @@ and a test can use a real BAML runtime against a loopback server without touchin
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol
 
 from pydantic import BaseModel
 
-__all__ = ["Joke", "LLMClient", "LLMError", "Reply", "TranscriptLine"]
+from agentd.config import ConfigError
+
+__all__ = ["Joke", "LLMClient", "LLMConfigError", "LLMError", "Reply", "TranscriptLine"]
 
 
 class LLMError(Exception):
-    """An LLM call failed; ``reason`` is one of timeout | http | parse | config | other."""
+    """An LLM call failed; ``reason`` is one of timeout | http | parse | config | other.
 
-    def __init__(self, reason: str, message: str) -> None:
+    ``status`` is the HTTP status for ``http`` (BAML reports a refused connection as 503) and
+    ``attempts`` how many tries were made, so an error step can say "HTTP 500 after 3 attempts"
+    without parsing the message.
+    """
+
+    def __init__(self, reason: str, message: str, *, status: int | None = None, attempts: int = 1) -> None:
         super().__init__(f"{reason}: {message}")
         self.reason = reason
         self.message = message
+        self.status = status
+        self.attempts = attempts
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Keyword-only fields would be lost by the default Exception pickling (worker -> parent).
+        return (_rebuild_llm_error, (self.reason, self.message, self.status, self.attempts))
+
+
+class LLMConfigError(LLMError, ConfigError):
+    """Unusable ``[llm]`` settings found when the client is built (reason ``config``).
+
+    Also a ``ConfigError`` so that a worker's boot-time ``except ConfigError`` reports a missing
+    API-key variable or an unknown provider like any other config mistake, before any session runs.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__("config", message)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (LLMConfigError, (self.message,))
+
+
+def _rebuild_llm_error(reason: str, message: str, status: int | None, attempts: int) -> LLMError:
+    return LLMError(reason, message, status=status, attempts=attempts)
 
 
 class Joke(BaseModel):

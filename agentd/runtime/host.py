@@ -26,7 +26,7 @@ from agentd.agents.registry import UnknownAgentType, agent_type
 from agentd.config import Settings
 from agentd.ids import shard_for
 from agentd.llm.base import LLMClient
-from agentd.queue import ActionQueue, ClaimLost
+from agentd.queue import Ack, AckBatcher, ActionQueue, ClaimLost
 from agentd.runtime.lateness import LatencyStats
 from agentd.runtime.session import ActionRejected, Command, CommandResult, SessionRunner
 from agentd.runtime.watcher import ConversationWatcher
@@ -81,6 +81,7 @@ class SessionHost:
             claim_batch=settings.queue.claim_batch,
             claimer=name,
         )
+        self.acks = AckBatcher(self.queue)
         self.fence = fence
         self.runners: dict[str, SessionRunner] = {}
         self.tasks: dict[str, asyncio.Task[None]] = {}
@@ -99,6 +100,7 @@ class SessionHost:
     async def start(self) -> int:
         """Start the writer, resume the live sessions of our shards; returns how many."""
         self.writer.start()
+        self.acks.start()
         await self.watcher.start()
         resumed = await self._resume_sessions()
         log.info("%s hosting %d sessions of %d shards", self.name, resumed, len(self.shards))
@@ -148,6 +150,7 @@ class SessionHost:
                 future.cancel()
         if self._ack_tasks:
             await asyncio.wait(list(self._ack_tasks), timeout=timeout)
+        await self.acks.close()
         await self.watcher.stop()
         await self.writer.close()
 
@@ -326,18 +329,18 @@ class SessionHost:
                 result, generation = await outcome
             except ActionRejected as exc:
                 self.actions_failed += 1
-                await self.queue.fail(action, str(exc))
+                await self.acks.finish(Ack(action, "failed", error=str(exc)))
                 return
             except asyncio.CancelledError:
                 return  # host stopping: the lease expires and the action is applied again
             except Exception as exc:
                 log.exception("action %s (%s) failed", action.action_id, action.kind)
                 self.actions_failed += 1
-                await self.queue.fail(action, f"internal error: {exc}")
+                await self.acks.finish(Ack(action, "failed", error=f"internal error: {exc}"))
                 return
             if generation:
                 await self.writer.wait_durable(generation)
-            await self.queue.complete(action, result)
+            await self.acks.finish(Ack(action, "done", result))
             self.actions_applied += 1
             log.debug(
                 "action %s %s applied in %.1f ms", action.kind, action.action_id, (time.perf_counter() - started) * 1000

@@ -38,10 +38,13 @@ class Record(BaseModel):
     JSON_FIELDS: ClassVar[tuple[str, ...]] = ()
 
     def to_row(self) -> dict[str, Any]:
-        row = self.model_dump()
+        # Attribute access, not model_dump(): this runs once per step row on the hot path, and
+        # the field values are already plain JSON-able data (validated, or built by us).
+        values = self.__dict__
+        row = {name: values.get(name) for name in self.SCHEMA.names}
         for name in self.JSON_FIELDS:
             row[name] = dumps_json(row[name])
-        return {field.name: row.get(field.name) for field in self.SCHEMA}
+        return row
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> Self:
