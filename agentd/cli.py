@@ -104,3 +104,89 @@ def config_check(obj: Context, as_json: bool) -> None:
 
 def main() -> None:
     cli(prog_name="agentd")
+
+
+@cli.command("run")
+@pass_ctx
+def run_command(obj: Context) -> None:
+    """Run the daemon: supervise the worker processes and the gateway.
+
+    Creates the database on first start, starts [daemon] workers worker processes (each
+    hosting the sessions of its shards) and, when [gateway] enabled, the WebSocket gateway.
+    Runs in the foreground and logs to stderr. SIGTERM/SIGINT stop it gracefully (a second
+    SIGINT forces), SIGHUP reloads the config. Speaks sd_notify under systemd.
+
+    \b
+    Exit codes: 0 stopped cleanly; 1 a worker crash loop; 2 bad config, database or socket.
+    \b
+    Example:
+      agentd --db ./agentd-data run
+    """
+    import uvloop
+
+    from agentd.logsetup import configure_logging
+    from agentd.supervision.supervisor import Supervisor
+
+    settings = obj.settings()
+    configure_logging(settings.logging, role="supervisor")
+    supervisor = Supervisor(settings, config_path=_config_arg(obj), db_override=obj.db)
+    sys.exit(uvloop.run(supervisor.run()))
+
+
+@cli.command("gateway")
+@pass_ctx
+def gateway_command(obj: Context) -> None:
+    """Run the WebSocket gateway alone (the daemon also starts it when [gateway] enabled).
+
+    Serves live session steps and conversation messages; see the README's protocol section.
+    Binds [gateway] host:port (127.0.0.1:8765 by default); any other address needs a token.
+
+    \b
+    Example:
+      agentd --config /etc/agentd/config.toml gateway
+    """
+    from agentd.gateway.server import run_gateway
+    from agentd.logsetup import configure_logging
+
+    settings = obj.settings()
+    configure_logging(settings.logging, role="gateway")
+    sys.exit(run_gateway(settings))
+
+
+@cli.command("install-systemd")
+@click.option("--dest", default="/etc/systemd/system", show_default=True, type=click.Path(file_okay=False))
+@click.option("--dry-run", is_flag=True, help="Print the unit files instead of writing them.")
+@pass_ctx
+def install_systemd_command(obj: Context, dest: str, dry_run: bool) -> None:
+    """Write agentd.service and agentd-gateway.service for this installation.
+
+    The units run this very `agentd` executable with --config (default
+    /etc/agentd/config.toml). Then: systemctl daemon-reload && systemctl enable --now agentd.
+
+    \b
+    Example:
+      sudo agentd --config /etc/agentd/config.toml install-systemd
+    """
+    from pathlib import Path
+
+    from agentd.install_systemd import install_systemd, render_units
+
+    config_path = str(Path(obj.config).resolve()) if obj.config else "/etc/agentd/config.toml"
+    if dry_run:
+        for name, text in render_units(config_path=config_path).items():
+            click.echo(f"# {name}\n{text}")
+        return
+    try:
+        written = install_systemd(Path(dest), config_path=config_path)
+    except OSError as exc:
+        click.echo(f"agentd: cannot write units to {dest}: {exc}", err=True)
+        sys.exit(1)
+    for path in written:
+        click.echo(f"wrote {path}")
+    click.echo("next: systemctl daemon-reload && systemctl enable --now agentd")
+
+
+def _config_arg(obj: Context) -> str | None:
+    """The config file to hand to children (they resolve the same file and environment)."""
+    settings = obj.settings()
+    return str(settings.source_file) if settings.source_file else None

@@ -66,6 +66,8 @@ class DaemonConfig(_Section):
     )
     heartbeat_interval: float = Field(1.0, gt=0, description="seconds between worker heartbeats")
     heartbeat_timeout: float = Field(10.0, gt=0, description="no heartbeat for this long = hung")
+    boot_timeout: float = Field(120.0, gt=0, description="a worker not ready after this long = hung")
+    warm_spare: bool = Field(True, description="keep one pre-started worker to replace a dead one at once")
     stop_timeout: float = Field(15.0, gt=0, description="graceful stop deadline before SIGKILL")
     restart_backoff_initial: float = Field(0.2, ge=0)
     restart_backoff_max: float = Field(30.0, ge=0)

@@ -99,6 +99,13 @@ async def _serve(settings: Settings, args: argparse.Namespace) -> int:
     from agentd.store import Store, StoreError
     from agentd.store.owners import current_epoch
 
+    channel = ControlChannel(args.control_fd) if args.control_fd is not None else None
+    if channel is not None:
+        await channel.open()
+    # A warm spare: everything above is imported already (the slow part of a start), so when a
+    # worker dies the supervisor assigns its slot here and its sessions resume at once.
+    if args.standby and (channel is None or not await _wait_for_assignment(channel, args)):
+        return EXIT_OK
     name = f"worker-{args.index}"
     try:
         store = await Store.open(settings.storage.uri, settings.storage.num_shards)
@@ -117,10 +124,7 @@ async def _serve(settings: Settings, args: argparse.Namespace) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    channel = ControlChannel(args.control_fd) if args.control_fd is not None else None
     started = time.monotonic()
-    if channel is not None:
-        await channel.open()
     resumed = await host.start()
     if channel is not None:
         await channel.send({"type": "ready", "pid": os.getpid(), "sessions": resumed, "shards": shards})
@@ -177,6 +181,27 @@ async def _serve(settings: Settings, args: argparse.Namespace) -> int:
     return code
 
 
+async def _wait_for_assignment(channel: ControlChannel, args: argparse.Namespace) -> bool:
+    """Wait for ``{"type": "assign", "index", "workers", "epoch"}``; False on stop or EOF."""
+    await channel.send({"type": "standby", "pid": os.getpid()})
+    async for message in channel.messages():
+        if message.get("type") == "assign":
+            args.index, args.workers, args.epoch = int(message["index"]), int(message["workers"]), int(message["epoch"])
+            configure_logging_index(args.index)
+            return True
+        if message.get("type") == "stop":
+            return False
+    return False
+
+
+def configure_logging_index(index: int) -> None:
+    """A spare learns its worker index late: update the role tag of its log lines."""
+    for handler in logging.getLogger().handlers:
+        for flt in handler.filters:
+            if hasattr(flt, "worker"):
+                flt.worker = index
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="agentd-worker", description=__doc__.splitlines()[0])
     parser.add_argument("--config", default=None)
@@ -185,6 +210,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--epoch", type=int, default=0, help="ownership epoch (0 = unfenced)")
     parser.add_argument("--control-fd", type=int, default=None)
+    parser.add_argument("--standby", action="store_true", help="start warm and wait for an assignment")
     return parser.parse_args(argv)
 
 

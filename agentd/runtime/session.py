@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -123,7 +124,9 @@ class SessionRunner:
                 return
             await self.agent.on_start(self.context)
             started = True
-            self._due = loop.time() + (0.0 if self._creating else self.heartbeat)
+            # A new session ticks at once; a resumed one soon (spread, so that thousands of
+            # sessions resuming together do not all tick in the same loop iteration).
+            self._due = loop.time() + (0.0 if self._creating else random.random() * min(self.heartbeat, 0.25))
             while True:
                 while self._inbox:
                     command = self._inbox.popleft()

@@ -62,7 +62,9 @@ class Harness:
         steps = await read_steps(self.store.steps, session_id)
         return [s for s in steps if kind is None or s.kind == kind]
 
-    async def wait_steps(self, session_id: str, count: int, kind: str = "tick", timeout: float = 10) -> list[StepRecord]:
+    async def wait_steps(
+        self, session_id: str, count: int, kind: str = "tick", timeout: float = 10
+    ) -> list[StepRecord]:
         deadline = asyncio.get_running_loop().time() + timeout
         while True:
             steps = await self.steps(session_id, kind)

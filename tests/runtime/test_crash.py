@@ -12,7 +12,13 @@ from helpers import reaped, run, spawn_module
 
 from agentd.queue import ActionQueue
 from agentd.store import Store
-from agentd.store.conversations import ConversationRecord, MessageRecord, insert_conversation, insert_messages, read_messages
+from agentd.store.conversations import (
+    ConversationRecord,
+    MessageRecord,
+    insert_conversation,
+    insert_messages,
+    read_messages,
+)
 from agentd.store.sessions import list_sessions
 from agentd.store.steps import StepRecord
 from agentd.timeutil import utcnow
@@ -53,7 +59,16 @@ async def _wait_all(queue: ActionQueue, ids: list[str], timeout: float) -> dict[
 async def _post(store: Store, cid: str, text: str) -> None:
     await insert_messages(
         store.messages,
-        [MessageRecord(message_id=f"u-{time.time_ns()}", conversation_id=cid, author_id="user", role="user", text=text, created_at=utcnow())],
+        [
+            MessageRecord(
+                message_id=f"u-{time.time_ns()}",
+                conversation_id=cid,
+                author_id="user",
+                role="user",
+                text=text,
+                created_at=utcnow(),
+            )
+        ],
     )
 
 
@@ -82,7 +97,8 @@ def test_sigkill_mid_run_loses_nothing_acknowledged(db_uri: str, tmp_path: Path)
     async def fire_and_forget() -> list[str]:
         store, queue = await _open(db_uri)
         return [
-            (await queue.enqueue("interrupt", sid, {"guidance": f"about late {sid}"})).action_id for sid in JOKES[60:120]
+            (await queue.enqueue("interrupt", sid, {"guidance": f"about late {sid}"})).action_id
+            for sid in JOKES[60:120]
         ]
 
     with reaped() as procs:
@@ -122,7 +138,9 @@ def test_sigkill_mid_run_loses_nothing_acknowledged(db_uri: str, tmp_path: Path)
             assert sessions[sid].context["subject"] == f"late {sid}"
         assert all(s.status == "running" for s in sessions.values())
         replies_in_steps = {
-            s.data["message_id"] for s in steps if s.session_id in PERSONAS and s.kind == "tick" and s.data and "message_id" in s.data
+            s.data["message_id"]
+            for s in steps
+            if s.session_id in PERSONAS and s.kind == "tick" and s.data and "message_id" in s.data
         }
         for cid in CONVERSATIONS:
             agent_messages = [m for m in await read_messages(store.messages, cid) if m.role == "agent"]

@@ -1,0 +1,175 @@
+"""Child processes of the supervisor: how they are started, heard from and described.
+
+Children are fresh interpreters (``python -m agentd.worker`` / ``python -m agentd gateway``)
+started with ``posix_spawn``, never ``fork()``: the supervisor has LanceDB (native threads and
+fork handlers) loaded, and glibc's posix_spawn runs no fork handlers in the child. Exits are
+observed through a pidfd on the event loop, so no SIGCHLD handler or waiter thread is needed.
+Each worker gets one end of a socketpair as its control channel (JSON lines): it reports
+``ready`` and ``heartbeat`` messages, and receives ``assign``, ``wake`` and ``stop``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import psutil
+
+__all__ = ["Child", "describe_exit", "spawn_child"]
+
+log = logging.getLogger(__name__)
+
+
+CONTROL_FD = 3  # where a worker finds its end of the control socketpair
+
+
+class SpawnedProcess:
+    """A child started with posix_spawn; ``wait()`` resolves when it exits (via pidfd)."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+        self._exited = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        self._pidfd = os.pidfd_open(pid)
+        loop.add_reader(self._pidfd, self._reap)
+
+    def _reap(self) -> None:
+        try:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+        except ChildProcessError:
+            pid, status = self.pid, 0
+        if pid == 0:
+            return
+        self.returncode = os.waitstatus_to_exitcode(status)
+        loop = asyncio.get_running_loop()
+        loop.remove_reader(self._pidfd)
+        os.close(self._pidfd)
+        self._exited.set()
+
+    async def wait(self) -> int:
+        await self._exited.wait()
+        assert self.returncode is not None
+        return self.returncode
+
+
+@dataclass
+class Child:
+    """One running child. ``index`` is the worker slot (None for the gateway and the spare)."""
+
+    role: str  # worker | gateway | spare
+    proc: SpawnedProcess
+    index: int | None = None
+    epoch: int = 0
+    shards: list[int] = field(default_factory=list)
+    started_at: float = field(default_factory=time.monotonic)
+    last_heartbeat: float = field(default_factory=time.monotonic)
+    ready: bool = False
+    counters: dict[str, Any] = field(default_factory=dict)
+    reader: asyncio.StreamReader | None = None
+    writer: asyncio.StreamWriter | None = None
+    killed: str | None = None  # why the supervisor killed it, if it did
+    exit_task: asyncio.Task[int] | None = None
+    listen_task: asyncio.Task[None] | None = None
+    ready_event: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def pid(self) -> int:
+        return int(self.proc.pid)
+
+    @property
+    def alive(self) -> bool:
+        return self.proc.returncode is None
+
+    @property
+    def name(self) -> str:
+        return self.role if self.index is None else f"{self.role}-{self.index}"
+
+    async def send(self, message: dict[str, Any]) -> bool:
+        if self.writer is None or self.writer.is_closing():
+            return False
+        try:
+            self.writer.write((json.dumps(message, separators=(",", ":")) + "\n").encode())
+            await self.writer.drain()
+            return True
+        except (ConnectionError, RuntimeError):
+            return False
+
+    def signal(self, signum: int) -> None:
+        if self.alive:
+            try:
+                os.kill(self.pid, signum)
+            except ProcessLookupError:
+                pass
+
+    def status(self, now: float) -> dict[str, Any]:
+        info: dict[str, Any] = {
+            "role": self.role,
+            "index": self.index,
+            "pid": self.pid,
+            "epoch": self.epoch,
+            "alive": self.alive,
+            "ready": self.ready,
+            "uptime": round(now - self.started_at, 1),
+            "shards": self.shards,
+            "sessions": self.counters.get("sessions"),
+            "last_heartbeat_ago": round(now - self.last_heartbeat, 2) if self.role != "gateway" else None,
+        }
+        try:
+            proc = psutil.Process(self.pid)
+            with proc.oneshot():
+                info["rss_bytes"] = proc.memory_info().rss
+                info["cpu_percent"] = proc.cpu_percent(interval=None)
+        except psutil.Error:
+            info["rss_bytes"] = None
+            info["cpu_percent"] = None
+        for key in ("lateness_ms", "actions_applied", "actions_failed", "writer", "statuses"):
+            if key in self.counters:
+                info[key] = self.counters[key]
+        return info
+
+
+def describe_exit(returncode: int) -> str:
+    """'exit code 3' or 'killed by SIGKILL (perhaps out of memory?)'."""
+    if returncode >= 0:
+        return f"exit code {returncode}"
+    try:
+        name = signal.Signals(-returncode).name
+    except ValueError:
+        name = f"signal {-returncode}"
+    hint = " (perhaps out of memory?)" if -returncode == signal.SIGKILL else ""
+    return f"killed by {name}{hint}"
+
+
+async def spawn_child(role: str, module: str, args: list[str], *, channel: bool) -> Child:
+    """Start ``python -m module args`` with an optional control socketpair on fd 3."""
+    argv = [sys.executable, "-m", module, *args]
+    env = dict(os.environ)
+    # The supervisor alone speaks to systemd (NotifyAccess=main); children must not try.
+    for name in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"):
+        env.pop(name, None)
+    actions: list[tuple[Any, ...]] = [(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0)]
+    parent_sock = child_sock = None
+    if channel:
+        parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        actions.append((os.POSIX_SPAWN_DUP2, child_sock.fileno(), CONTROL_FD))
+        argv += ["--control-fd", str(CONTROL_FD)]
+    try:
+        pid = os.posix_spawn(sys.executable, argv, env, file_actions=actions)  # noqa: ASYNC221 - returns at once
+    finally:
+        if child_sock is not None:
+            child_sock.close()
+    child = Child(role=role, proc=SpawnedProcess(pid))
+    if parent_sock is not None:
+        parent_sock.setblocking(False)
+        child.reader, child.writer = await asyncio.open_connection(sock=parent_sock)
+    log.info("started %s (pid %d)", role, pid)
+    return child
