@@ -44,6 +44,8 @@ log = logging.getLogger(__name__)
 LIVE_STATUSES = ["starting", "running", "paused", "stopping"]
 # Steps newer than the newest session row are found within this margin (clock steps, slow flushes).
 RECOVERY_MARGIN = timedelta(minutes=5)
+# A claim that takes longer is abandoned (its rows, if won, are reclaimed after the lease).
+CLAIM_TIMEOUT = 30.0
 
 
 class SessionHost:
@@ -111,9 +113,10 @@ class SessionHost:
         poll = self.settings.queue.poll_interval
         while not self._stopping:
             try:
-                if self.fence is not None:
-                    await self.fence()
-                actions = await self.queue.claim(self.shards)
+                async with asyncio.timeout(CLAIM_TIMEOUT):
+                    if self.fence is not None:
+                        await self.fence()
+                    actions = await self.queue.claim(self.shards)
             except Exception as exc:
                 if getattr(exc, "fatal", False):
                     raise

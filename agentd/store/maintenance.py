@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -46,6 +47,22 @@ class MaintenanceReport:
     seconds: float = 0.0
     actions_purged: int = 0
     tables: list[TableReport] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "seconds": round(self.seconds, 3),
+            "actions_purged": self.actions_purged,
+            "tables": {
+                t.table: {
+                    "ms": round(t.seconds * 1000, 1),
+                    "fragments_removed": t.fragments_removed,
+                    "versions_removed": t.versions_removed,
+                    "indexes_created": t.indexes_created,
+                    "skipped": t.skipped,
+                }
+                for t in self.tables
+            },
+        }
 
     def summary(self) -> str:
         parts = [
@@ -118,6 +135,7 @@ async def maintenance_loop(
     cleanup_older_than: float,
     action_retention: float | None,
     stop: asyncio.Event,
+    on_report: Callable[[MaintenanceReport], None] | None = None,
 ) -> None:
     """Run a pass every ``interval`` seconds until ``stop`` is set. Never raises on a bad pass."""
     while not stop.is_set():
@@ -127,6 +145,10 @@ async def maintenance_loop(
         except TimeoutError:
             pass
         try:
-            await run_maintenance(store, cleanup_older_than=cleanup_older_than, action_retention=action_retention)
+            report = await run_maintenance(
+                store, cleanup_older_than=cleanup_older_than, action_retention=action_retention
+            )
+            if on_report is not None:
+                on_report(report)
         except Exception:
             log.exception("maintenance pass failed; retrying in %.0fs", interval)

@@ -32,7 +32,7 @@ from agentd.control import ControlServer
 from agentd.ids import shards_of_worker
 from agentd.sdnotify import SdNotifier
 from agentd.store import Store, StoreError
-from agentd.store.maintenance import maintenance_loop
+from agentd.store.maintenance import MaintenanceReport, maintenance_loop
 from agentd.store.owners import OwnerRecord, retire_owners, set_owner
 from agentd.supervision.children import Child, describe_exit, spawn_child
 from agentd.supervision.gateway_health import fetch_health
@@ -69,6 +69,7 @@ class Supervisor:
         self._pending_restarts: set[int] = set()
         self._maintenance_stop = asyncio.Event()
         self.store: Store | None = None
+        self.last_maintenance: dict[str, Any] | None = None
 
     # -- entry -------------------------------------------------------------------------------
 
@@ -402,9 +403,13 @@ class Supervisor:
                 cleanup_older_than=cfg.cleanup_older_than,
                 action_retention=self.settings.queue.retention,
                 stop=self._maintenance_stop,
+                on_report=self._maintenance_done,
             ),
             name="maintenance",
         )
+
+    def _maintenance_done(self, report: MaintenanceReport) -> None:
+        self.last_maintenance = {"at": utcnow().isoformat(), **report.as_dict()}
 
     async def _control(self, message: dict[str, Any]) -> dict[str, Any]:
         op = message.get("op")
@@ -443,4 +448,5 @@ class Supervisor:
             "children": children,
             "gateway": gateway,
             "heartbeat_timeout": self.settings.daemon.heartbeat_timeout,
+            "maintenance": self.last_maintenance,
         }
