@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
-import time
 from pathlib import Path
 
 import pytest
@@ -170,7 +170,7 @@ def test_killed_claimer_actions_are_reclaimed_after_the_lease(db_uri: str, tmp_p
     async def take_over() -> tuple[list[ActionRecord], list[ActionRecord]]:
         queue = await _queue(db_uri, lease=30.0)
         before = await queue.claim(range(SHARDS))  # the lease has not expired yet
-        time.sleep(1.6)
+        await asyncio.sleep(1.6)
         after = await queue.claim(range(SHARDS))
         for action in after:
             await queue.complete(action, {})

@@ -13,7 +13,13 @@ from agentd.store import Store
 
 
 async def main() -> None:
-    uri, num_shards, out, batch, lease = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), float(sys.argv[5])
+    uri, num_shards, out, batch, lease = (
+        sys.argv[1],
+        int(sys.argv[2]),
+        sys.argv[3],
+        int(sys.argv[4]),
+        float(sys.argv[5]),
+    )
     mode = sys.argv[6] if len(sys.argv) > 6 else "complete"
     store = await Store.open(uri, num_shards)
     queue = ActionQueue(store.actions, num_shards, lease=lease, claim_batch=batch)

@@ -95,7 +95,7 @@ def test_sigkill_mid_run_loses_nothing_acknowledged(db_uri: str, tmp_path: Path)
             await _post(store, cid, "Who took the last biscuit?")
 
     async def fire_and_forget() -> list[str]:
-        store, queue = await _open(db_uri)
+        _, queue = await _open(db_uri)
         return [
             (await queue.enqueue("interrupt", sid, {"guidance": f"about late {sid}"})).action_id
             for sid in JOKES[60:120]
@@ -112,7 +112,7 @@ def test_sigkill_mid_run_loses_nothing_acknowledged(db_uri: str, tmp_path: Path)
         procs.append(_worker(db_uri, log))
 
         async def after_restart() -> None:
-            store, queue = await _open(db_uri)
+            _, queue = await _open(db_uri)
             assert set((await _wait_all(queue, late, 30)).values()) == {"done"}, "unacknowledged actions are retried"
             await asyncio.sleep(1.5)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 
 from helpers import run
@@ -65,7 +66,7 @@ def test_two_personas_and_a_user(db_uri: str) -> None:
             assert 2 <= len(replies) <= 3, [m.text for m in replies]  # the agent-streak rule (3) ends it
             authors = [m.meta["session_id"] for m in replies if m.meta]
             assert {"ann", "bob"} <= set(authors)
-            assert all(a != b for a, b in zip(authors, authors[1:], strict=False)), "nobody answers itself"
+            assert all(a != b for a, b in itertools.pairwise(authors)), "nobody answers itself"
             # A user message re-opens the conversation.
             await _post(h, "Anyone?", n=1)
             await asyncio.sleep(1.0)

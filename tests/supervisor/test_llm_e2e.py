@@ -11,7 +11,13 @@ from pathlib import Path
 from helpers import reaped
 
 from agentd.store import Store
-from agentd.store.conversations import ConversationRecord, MessageRecord, insert_conversation, insert_messages, read_messages
+from agentd.store.conversations import (
+    ConversationRecord,
+    MessageRecord,
+    insert_conversation,
+    insert_messages,
+    read_messages,
+)
 from agentd.timeutil import utcnow
 
 from .daemon import all_steps, enqueue_and_wait, running, write_config
@@ -26,8 +32,7 @@ def test_daemon_uses_the_configured_llm_server(tmp_path: Path) -> None:
         port = int(server.stdout.readline().split()[1])
         config = write_config(tmp_path)
         config.write_text(
-            config.read_text()
-            + f'[llm]\nprovider = "openai-generic"\nbase_url = "http://127.0.0.1:{port}/v1"\n'
+            config.read_text() + f'[llm]\nprovider = "openai-generic"\nbase_url = "http://127.0.0.1:{port}/v1"\n'
             'model = "loopback-model"\napi_key_env = "E2E_LLM_KEY"\ntimeout = 5\n'
         )
         with running(config, tmp_path / "daemon.log", env={"E2E_LLM_KEY": "sk-test"}) as daemon:
@@ -35,14 +40,20 @@ def test_daemon_uses_the_configured_llm_server(tmp_path: Path) -> None:
 
             async def conversation() -> None:
                 store = await Store.open(settings.storage.uri, settings.storage.num_shards)
-                await insert_conversation(store.conversations, ConversationRecord(conversation_id="c1", created_at=utcnow()))
+                await insert_conversation(
+                    store.conversations, ConversationRecord(conversation_id="c1", created_at=utcnow())
+                )
 
             asyncio.run(conversation())
             enqueue_and_wait(
                 settings,
                 [
                     ("create", "joker", {"agent_type": "joke", "config": {"subject": "lighthouses"}}),
-                    ("create", "ann", {"agent_type": "persona", "config": {"conversation_id": "c1", "name": "Ann", "cooldown": 0}}),
+                    (
+                        "create",
+                        "ann",
+                        {"agent_type": "persona", "config": {"conversation_id": "c1", "name": "Ann", "cooldown": 0}},
+                    ),
                 ],
             )
 
@@ -50,7 +61,16 @@ def test_daemon_uses_the_configured_llm_server(tmp_path: Path) -> None:
                 store = await Store.open(settings.storage.uri, settings.storage.num_shards)
                 await insert_messages(
                     store.messages,
-                    [MessageRecord(message_id="u1", conversation_id="c1", author_id="user", role="user", text="Hello?", created_at=utcnow())],
+                    [
+                        MessageRecord(
+                            message_id="u1",
+                            conversation_id="c1",
+                            author_id="user",
+                            role="user",
+                            text="Hello?",
+                            created_at=utcnow(),
+                        )
+                    ],
                 )
 
             asyncio.run(post())
@@ -58,7 +78,11 @@ def test_daemon_uses_the_configured_llm_server(tmp_path: Path) -> None:
             jokes: list[str] = []
             replies: list[str] = []
             while time.monotonic() < deadline and not (jokes and replies):
-                jokes = [s.text or "" for s in all_steps(settings) if s.session_id == "joker" and s.kind == "tick" and s.status == "ok"]
+                jokes = [
+                    s.text or ""
+                    for s in all_steps(settings)
+                    if s.session_id == "joker" and s.kind == "tick" and s.status == "ok"
+                ]
 
                 async def agent_messages() -> list[str]:
                     store = await Store.open(settings.storage.uri, settings.storage.num_shards)
