@@ -7,6 +7,7 @@ every command sees the same settings. A bad config exits 2 with the file, key an
 from __future__ import annotations
 
 import json
+import os
 import sys
 from typing import Any
 
@@ -134,8 +135,9 @@ def run_command(obj: Context) -> None:
 
 
 @cli.command("gateway")
+@click.option("--exit-with-parent", is_flag=True, hidden=True, help="Exit when the parent dies (set by agentd run).")
 @pass_ctx
-def gateway_command(obj: Context) -> None:
+def gateway_command(obj: Context, exit_with_parent: bool) -> None:
     """Run the WebSocket gateway alone (the daemon also starts it when [gateway] enabled).
 
     Serves live session steps and conversation messages; see the README's protocol section.
@@ -150,6 +152,13 @@ def gateway_command(obj: Context) -> None:
 
     settings = obj.settings()
     configure_logging(settings.logging, role="gateway")
+    if exit_with_parent:
+        # Started by the supervisor: never outlive it (a restarted daemon starts its own gateway).
+        from agentd.worker import set_parent_death_signal
+
+        set_parent_death_signal()
+        if os.getppid() == 1:
+            sys.exit(0)
     sys.exit(run_gateway(settings))
 
 

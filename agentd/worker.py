@@ -42,7 +42,7 @@ EXIT_BOOT = 3
 EXIT_FENCED = 4
 
 
-def _set_parent_death_signal() -> None:
+def set_parent_death_signal() -> None:
     """Ask Linux to SIGTERM us when the supervisor dies (belt and braces beside pipe EOF)."""
     if not sys.platform.startswith("linux"):
         return
@@ -216,7 +216,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    _set_parent_death_signal()
+    set_parent_death_signal()
     try:
         settings = load_settings(args.config, db=args.db)
     except ConfigError as exc:

@@ -47,6 +47,8 @@ EXIT_OK = 0
 EXIT_CRASH_LOOP = 1
 EXIT_STARTUP = 2
 TICK = 0.25
+GATEWAY_SLOT = -1  # key of the gateway's restart history
+GATEWAY_EXIT_CONFIG = 78  # EX_CONFIG from agentd.gateway.server: restarting cannot help
 
 
 class Supervisor:
@@ -140,10 +142,8 @@ class Supervisor:
         if child.role == "gateway":
             if self.gateway is child:
                 self.gateway = None
-                if not self._stopping:
-                    log.error("gateway (pid %d) exited: %s; restarting", child.pid, cause)
-                    await asyncio.sleep(min(self.settings.daemon.restart_backoff_max, 1.0))
-                    await self._start_gateway()
+                if not self._stopping and child.killed != "reload":
+                    await self._gateway_exited(child, code, cause)
             return
         index = child.index
         if index is None or self.workers.get(index) is not child:
@@ -157,6 +157,25 @@ class Supervisor:
             self._halt()
             return
         self._schedule_restart(index)
+
+    async def _gateway_exited(self, child: Child, code: int, cause: str) -> None:
+        """Restart the gateway unless it refused its config or keeps dying; workers go on either way."""
+        if code == GATEWAY_EXIT_CONFIG:
+            log.error(
+                "gateway (pid %d) refused its configuration; not restarting it (fix [gateway], then SIGHUP)", child.pid
+            )
+            return
+        now = time.monotonic()
+        window = self.restarts.setdefault(GATEWAY_SLOT, deque())
+        window.append(now)
+        while window and now - window[0] > self.settings.daemon.crash_loop_window:
+            window.popleft()
+        if len(window) > self.settings.daemon.crash_loop_restarts:
+            log.error("gateway crash loop (%d exits); not restarting it until the next reload", len(window))
+            return
+        log.error("gateway (pid %d) exited: %s; restarting", child.pid, cause)
+        await asyncio.sleep(min(self.settings.daemon.restart_backoff_initial * 2 ** (len(window) - 1), 5.0))
+        await self._start_gateway()
 
     def _schedule_restart(self, index: int) -> None:
         cfg = self.settings.daemon
@@ -277,7 +296,9 @@ class Supervisor:
     async def _start_gateway(self) -> None:
         if self._stopping or not self.settings.gateway.enabled or self.gateway is not None:
             return
-        self.gateway = await spawn_child("gateway", "agentd", [*self._child_args(), "gateway"], channel=False)
+        self.gateway = await spawn_child(
+            "gateway", "agentd", [*self._child_args(), "gateway", "--exit-with-parent"], channel=False
+        )
         self.gateway.ready = True
         self._watch(self.gateway)
 

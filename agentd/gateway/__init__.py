@@ -1,0 +1,32 @@
+"""The WebSocket gateway: live session steps and conversation messages (DESIGN.md §7).
+
+It tails the ``steps`` and ``messages`` tables exactly once and fans rows out to rooms;
+it never writes session data. Protocol reference: docs/gateway.md.
+"""
+
+from agentd.gateway.auth import GatewayConfigError, is_loopback
+from agentd.gateway.health import HealthReport
+from agentd.gateway.protocol import CloseCodes
+from agentd.gateway.server import (
+    EXIT_CONFIG,
+    EXIT_FAILURE,
+    EXIT_OK,
+    Gateway,
+    GatewayStarted,
+    run_gateway,
+    serve_gateway,
+)
+
+__all__ = [
+    "EXIT_CONFIG",
+    "EXIT_FAILURE",
+    "EXIT_OK",
+    "CloseCodes",
+    "Gateway",
+    "GatewayConfigError",
+    "GatewayStarted",
+    "HealthReport",
+    "is_loopback",
+    "run_gateway",
+    "serve_gateway",
+]

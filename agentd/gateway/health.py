@@ -1,0 +1,133 @@
+"""Counters and the ``GET /healthz`` report.
+
+Counters are plain integers bumped on the event loop (no locks needed); the report is a
+pydantic model so that the supervisor's status (and ``agentctl daemon status``) can parse the
+same JSON the HTTP endpoint returns.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Literal
+
+from pydantic import BaseModel
+
+__all__ = ["DeliveryStats", "GatewayStats", "HealthReport", "TailReport", "TailStats"]
+
+
+@dataclass(slots=True)
+class TailStats:
+    """Progress of one table's tail; written by ``TableTail`` only."""
+
+    table: str
+    # Highest table version whose rows have all been dispatched (the watermark).
+    version: int = 0
+    # Latest table version seen by the last version check.
+    latest_version: int = 0
+    polls: int = 0
+    reads: int = 0
+    rows: int = 0
+    errors: int = 0
+    last_error: str | None = None
+    # time.monotonic() of the last poll that completed without error.
+    last_ok: float = field(default_factory=time.monotonic)
+    # Seconds between a dispatched row's own timestamp and its dispatch, for the last batch.
+    last_batch_age_s: float | None = None
+    # Duration of the last range read (the _row_created_at_version scan); grows with fragments.
+    last_read_ms: float | None = None
+    gaps_detected: int = 0
+    gaps_filled: int = 0
+    gaps_unfilled: int = 0
+    duplicates_dropped: int = 0
+
+
+@dataclass(slots=True)
+class DeliveryStats:
+    """What the connections did; bumped by ``subscriber.py``."""
+
+    connections_total: int = 0
+    rejected_unauthorized: int = 0
+    rejected_full: int = 0
+    snapshots: int = 0
+    steps: int = 0
+    messages: int = 0
+    errors_sent: int = 0
+    duplicates_dropped: int = 0
+    gaps_seen: int = 0
+    overflow_disconnects: int = 0
+
+
+@dataclass(slots=True)
+class GatewayStats:
+    steps: TailStats = field(default_factory=lambda: TailStats("steps"))
+    messages: TailStats = field(default_factory=lambda: TailStats("messages"))
+    delivery: DeliveryStats = field(default_factory=DeliveryStats)
+    started: float = field(default_factory=time.monotonic)
+
+
+class TailReport(BaseModel):
+    version: int
+    latest_version: int
+    lag_versions: int
+    last_ok_age_s: float
+    last_batch_age_s: float | None
+    last_read_ms: float | None
+    polls: int
+    reads: int
+    rows: int
+    errors: int
+    last_error: str | None
+    gaps_detected: int
+    gaps_filled: int
+    gaps_unfilled: int
+    duplicates_dropped: int
+
+    @classmethod
+    def of(cls, t: TailStats, now: float) -> TailReport:
+        return cls(
+            version=t.version,
+            latest_version=t.latest_version,
+            lag_versions=max(0, t.latest_version - t.version),
+            last_ok_age_s=round(now - t.last_ok, 3),
+            last_batch_age_s=None if t.last_batch_age_s is None else round(t.last_batch_age_s, 3),
+            last_read_ms=None if t.last_read_ms is None else round(t.last_read_ms, 2),
+            polls=t.polls,
+            reads=t.reads,
+            rows=t.rows,
+            errors=t.errors,
+            last_error=t.last_error,
+            gaps_detected=t.gaps_detected,
+            gaps_filled=t.gaps_filled,
+            gaps_unfilled=t.gaps_unfilled,
+            duplicates_dropped=t.duplicates_dropped,
+        )
+
+
+class HealthReport(BaseModel):
+    """Body of ``GET /healthz``; ``status`` is ``lagging`` (HTTP 503) when a tail has stalled."""
+
+    status: Literal["ok", "lagging"]
+    uptime_s: float
+    connections: int
+    subscriptions: int
+    rooms: int
+    tail: dict[str, TailReport]
+    delivered: DeliveryStats
+
+    @classmethod
+    def build(
+        cls, stats: GatewayStats, *, connections: int, subscriptions: int, rooms: int, stall_after: float
+    ) -> HealthReport:
+        now = time.monotonic()
+        tails = {t.table: TailReport.of(t, now) for t in (stats.steps, stats.messages)}
+        lagging = any(t.last_ok_age_s > stall_after for t in tails.values())
+        return cls(
+            status="lagging" if lagging else "ok",
+            uptime_s=round(now - stats.started, 3),
+            connections=connections,
+            subscriptions=subscriptions,
+            rooms=rooms,
+            tail=tails,
+            delivered=stats.delivery,
+        )

@@ -1,0 +1,323 @@
+"""The gateway process: a websockets server over two table tails.
+
+Entry points: ``run_gateway(settings)`` for the CLI / supervisor child (uvloop, signals, exit
+code) and ``serve_gateway(settings, started=..., stop=...)`` for embedding and tests. The
+``Gateway`` class underneath owns the store connection, the tails and the server.
+
+Limits and their reasons: frames up to ``max_frame_bytes`` are protocol frames; larger ones up
+to ``HARD_FRAME_FACTOR`` times that are still read (websockets' ``max_size``) only to be
+answered with a ``too_big`` error event, so the connection stays usable; beyond that
+websockets closes with 1009, which bounds what one client can make us buffer. Compression is
+off: permessage-deflate would compress the same event once per subscriber.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import http
+import logging
+import os
+import resource
+import signal
+from typing import Any
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.http11 import Request, Response
+
+from agentd.config import Settings
+from agentd.gateway.auth import GatewayConfigError, check_bind, token_ok
+from agentd.gateway.health import GatewayStats, HealthReport
+from agentd.gateway.protocol import CloseCodes
+from agentd.gateway.rooms import RoomRegistry
+from agentd.gateway.subscriber import Connection
+from agentd.gateway.subscription import GatewayContext
+from agentd.gateway.tailer import MessageTail, StepTail
+from agentd.store import Store, StoreError
+
+__all__ = [
+    "EXIT_CONFIG",
+    "EXIT_FAILURE",
+    "EXIT_OK",
+    "Gateway",
+    "GatewayStarted",
+    "run_gateway",
+    "serve_gateway",
+]
+
+log = logging.getLogger(__name__)
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_CONFIG = 78  # EX_CONFIG: a supervisor should not restart it in a loop
+HARD_FRAME_FACTOR = 4
+CLOSE_TIMEOUT = 5.0
+RESTART_REASON = "gateway restarting; reconnect and resubscribe with since=<last seq received>"
+DB_WAIT_INTERVAL = 1.0
+
+
+class GatewayStarted(asyncio.Event):
+    """An ``asyncio.Event`` that also says where the gateway listens (useful with port 0)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        # Set by serve_gateway() just before set().
+        self.port: int | None = None
+        self.gateway: Gateway | None = None
+
+
+class Gateway:
+    """Store connection + step/message tails + websockets server. ``start()`` then ``close()``."""
+
+    def __init__(self, settings: Settings) -> None:
+        check_bind(settings.gateway)
+        self.settings = settings
+        self.config = settings.gateway
+        self.stats = GatewayStats()
+        self.registry = RoomRegistry()
+        self.store: Any = None
+        self.steps: StepTail | None = None
+        self.messages: MessageTail | None = None
+        # Tail tasks, connections: set by start() / the handler; emptied by close().
+        self.tasks: list[asyncio.Task[None]] = []
+        self.connections: set[Connection] = set()
+        self._ctx: GatewayContext | None = None
+        self._server: Server | None = None
+        self._closed: asyncio.Future[None] | None = None
+
+    @property
+    def port(self) -> int:
+        if self._server is None:
+            raise RuntimeError("gateway not started")
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def start(self, *, stop: asyncio.Event | None = None) -> bool:
+        """Open the store (waiting for it to exist), start the tails, listen. False if stopped first."""
+        self.store = await self._open_store(stop)
+        if self.store is None:
+            return False
+        poll = self.config.poll_interval
+        chunk = max(1, self.config.max_queue // 2)
+        self.steps = StepTail(self.store.steps, self.registry, self.stats.steps, poll_interval=poll, chunk=chunk)
+        self.messages = MessageTail(
+            self.store.messages, self.registry, self.stats.messages, poll_interval=poll, chunk=chunk
+        )
+        await self.steps.start()
+        await self.messages.start()
+        self._ctx = GatewayContext(
+            store=self.store,
+            registry=self.registry,
+            steps=self.steps,
+            messages=self.messages,
+            stats=self.stats.delivery,
+            max_queue=self.config.max_queue,
+            max_frame_bytes=self.config.max_frame_bytes,
+            close_timeout=CLOSE_TIMEOUT,
+        )
+        self.tasks = [
+            asyncio.create_task(self.steps.run(), name="gateway-tail-steps"),
+            asyncio.create_task(self.messages.run(), name="gateway-tail-messages"),
+        ]
+        self._server = await serve(
+            self._handle,
+            self.config.host or None,
+            self.config.port,
+            process_request=self._process_request,
+            compression=None,
+            max_size=self.config.max_frame_bytes * HARD_FRAME_FACTOR,
+            max_queue=4,
+            close_timeout=CLOSE_TIMEOUT,
+            logger=logging.getLogger("agentd.gateway.websockets"),
+        )
+        log.info("gateway listening on ws://%s:%d", self.config.host or "*", self.port)
+        return True
+
+    async def _open_store(self, stop: asyncio.Event | None) -> Any:
+        storage = self.settings.storage
+        uri = str(storage.local_path) if storage.is_local else storage.uri
+        waited = False
+        while stop is None or not stop.is_set():
+            try:
+                return await Store.open(uri, storage.num_shards, create=False)
+            except StoreError as exc:
+                if "no agentd database" not in str(exc) and "has no table" not in str(exc):
+                    raise
+                if not waited:
+                    log.warning("%s; waiting for the daemon to create it", exc)
+                    waited = True
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(DB_WAIT_INTERVAL):
+                    await (stop.wait() if stop is not None else asyncio.sleep(DB_WAIT_INTERVAL))
+        return None
+
+    def poke(self) -> None:
+        """A writer committed: poll now instead of at the next interval (a latency hint only)."""
+        for tail in (self.steps, self.messages):
+            if tail is not None:
+                tail.poke()
+
+    def health(self) -> HealthReport:
+        return HealthReport.build(
+            self.stats,
+            connections=len(self.connections),
+            subscriptions=self.registry.subscription_count,
+            rooms=self.registry.room_count,
+            stall_after=max(10.0, 50 * self.config.poll_interval),
+        )
+
+    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        path = request.path.partition("?")[0]
+        if path == "/healthz":
+            report = self.health()
+            status = http.HTTPStatus.OK if report.status == "ok" else http.HTTPStatus.SERVICE_UNAVAILABLE
+            response = connection.respond(status, report.model_dump_json() + "\n")
+            del response.headers["Content-Type"]
+            response.headers["Content-Type"] = "application/json"
+            return response
+        if not token_ok(request, self.config.token):
+            self.stats.delivery.rejected_unauthorized += 1
+            response = connection.respond(http.HTTPStatus.UNAUTHORIZED, "missing or wrong gateway token\n")
+            response.headers["WWW-Authenticate"] = 'Bearer realm="agentd"'
+            return response
+        if len(self.connections) >= self.config.max_connections:
+            self.stats.delivery.rejected_full += 1
+            return connection.respond(http.HTTPStatus.SERVICE_UNAVAILABLE, "too many connections\n")
+        return None
+
+    async def _handle(self, ws: ServerConnection) -> None:
+        assert self._ctx is not None
+        conn = Connection(ws, self._ctx)
+        self.connections.add(conn)
+        self.stats.delivery.connections_total += 1
+        try:
+            await conn.serve()
+        finally:
+            self.connections.discard(conn)
+
+    async def close(self, code: int = CloseCodes.SERVICE_RESTART, reason: str = RESTART_REASON) -> None:
+        """Stop tailing, close every connection with ``code`` (1012 by default), stop listening.
+
+        Idempotent; a second caller waits for the first to finish.
+        """
+        if self._closed is not None:
+            await asyncio.shield(self._closed)
+            return
+        self._closed = asyncio.get_running_loop().create_future()
+        try:
+            for task in self.tasks:
+                task.cancel()
+            await asyncio.gather(*self.tasks, return_exceptions=True)
+            if self._server is not None:
+                self._server.close(close_connections=False)
+                await asyncio.gather(*(c.close(code, reason) for c in list(self.connections)))
+                await self._server.wait_closed()
+            log.info("gateway closed (%d connections closed with %d)", self.stats.delivery.connections_total, code)
+        finally:
+            self._closed.set_result(None)
+
+
+async def serve_gateway(
+    settings: Settings, *, started: asyncio.Event | None = None, stop: asyncio.Event | None = None
+) -> None:
+    """Run the gateway until ``stop`` is set (or the task is cancelled), then close with 1012.
+
+    ``started`` is set once it listens; pass a ``GatewayStarted`` to also learn the bound port.
+    Raises GatewayConfigError for a non-loopback bind without a token, StoreError for a
+    database it cannot use, and re-raises a tail task's unexpected failure after shutting down.
+    """
+    gateway = Gateway(settings)
+    try:
+        if not await gateway.start(stop=stop):
+            return
+        if isinstance(started, GatewayStarted):
+            started.port = gateway.port
+            started.gateway = gateway
+        if started is not None:
+            started.set()
+        waiters: list[asyncio.Future[Any]] = list(gateway.tasks)
+        stopper = asyncio.ensure_future(stop.wait()) if stop is not None else None
+        if stopper is not None:
+            waiters.append(stopper)
+        try:
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if stopper is not None:
+                stopper.cancel()
+    finally:
+        await gateway.close()
+    for task in gateway.tasks:
+        if task.done() and not task.cancelled() and task.exception() is not None:
+            raise RuntimeError(f"gateway task {task.get_name()} failed") from task.exception()
+
+
+def _raise_fd_limit(connections: int) -> None:
+    """Each client is a file descriptor: lift the soft limit toward the hard one if needed."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = connections + 256
+    if soft != resource.RLIM_INFINITY and soft < want:
+        new = want if hard == resource.RLIM_INFINITY else min(want, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+        if new < want:
+            log.warning("open-file limit %d is below max_connections=%d", new, connections)
+
+
+def run_gateway(settings: Settings) -> int:
+    """Run the gateway in this process on uvloop; SIGTERM/SIGINT stop it gracefully (1012).
+
+    A second signal forces the stop. Returns EXIT_OK, EXIT_FAILURE, or EXIT_CONFIG when the
+    configuration is refused (restarting would not help).
+    """
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=settings.logging.level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        check_bind(settings.gateway)
+    except GatewayConfigError as exc:
+        log.error("%s", exc)
+        return EXIT_CONFIG
+    _raise_fd_limit(settings.gateway.max_connections)
+    import uvloop
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(_main(settings))
+
+
+async def _main(settings: Settings) -> int:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    main = asyncio.current_task()
+    received: list[int] = []
+
+    def on_signal(signum: int) -> None:
+        received.append(signum)
+        if len(received) == 1:
+            log.info("received %s: stopping the gateway", signal.Signals(signum).name)
+            stop.set()
+        elif main is not None:
+            log.warning("received %s again: forcing the stop", signal.Signals(signum).name)
+            main.cancel()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal, signum)
+    try:
+        await serve_gateway(settings, stop=stop)
+        return EXIT_OK
+    except asyncio.CancelledError:
+        return EXIT_FAILURE
+    except (GatewayConfigError, StoreError) as exc:
+        log.error("%s", exc)
+        return EXIT_CONFIG
+    except OSError as exc:
+        log.error("gateway cannot listen on %s:%d: %s", settings.gateway.host, settings.gateway.port, exc)
+        return EXIT_FAILURE
+    except Exception:
+        log.exception("gateway failed")
+        return EXIT_FAILURE
+    finally:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
+
+
+if __name__ == "__main__":  # pragma: no cover - `python -m agentd.gateway.server` for ad-hoc runs
+    from agentd.config import load_settings
+
+    raise SystemExit(run_gateway(load_settings(os.environ.get("AGENTD_CONFIG"))))

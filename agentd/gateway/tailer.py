@@ -1,0 +1,357 @@
+"""Following the ``steps`` and ``messages`` tables exactly once (LANCEDB.md, "Tailing").
+
+Each poll: ``await table.version()`` (the store's connection has a zero consistency interval,
+so this sees other processes' commits; ~0.2 ms, no data read). If the version moved and
+someone is subscribed, read ``_row_created_at_version in (watermark, v]``, sort, dispatch, and
+set ``watermark = v``. Nobody subscribed: the watermark just moves, nothing is read.
+
+Exactness: a batch (W, v] goes to the subscriptions registered below v (``rooms.py``); while it
+is being offered the tail's ``watermark`` reads v, so a subscription registered meanwhile reads
+it in its snapshot instead. ``prepare()`` awaits but changes no tail state, so a failed poll
+leaves the watermark where it was and the same range is read again.
+
+Steps get a per-session seq check on top: a batch whose first seq is not last+1 (or that has a
+hole) is backfilled from rows committed at <= v; what is still missing (two writers of one
+session committing out of order) holds the later steps back for ``GAP_HOLD_SECONDS``, then
+they are delivered anyway with a warning, since a seq that never comes must not stall a room.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from agentd.gateway.health import TailStats
+from agentd.gateway.rooms import RoomRegistry
+from agentd.store.conversations import MESSAGES, MessageRecord
+from agentd.store.sql import sql_str
+from agentd.store.steps import StepRecord, read_steps_between_versions
+from agentd.timeutil import utcnow
+
+__all__ = ["GAP_HOLD_SECONDS", "MESSAGE_COLUMNS", "VERSION_COLUMN", "MessageTail", "StepTail", "TableTail"]
+
+log = logging.getLogger(__name__)
+
+GAP_HOLD_SECONDS = 2.0
+# Pacing (rooms.Pacer): one wait for crowded outboxes, and all waits of one batch together.
+PACE_STEP = 0.05
+PACE_DEADLINE = 1.0
+# Per-session last seq remembered for the gap check (LRU); a forgotten session is not checked once.
+SEQ_CACHE_SIZE = 100_000
+# With at most this many subscribed sessions/agents, rows of others are not turned into records.
+FILTER_LIMIT = 512
+MAX_ERROR_BACKOFF = 5.0
+VERSION_COLUMN = "_row_created_at_version"
+MESSAGE_COLUMNS = [f.name for f in MESSAGES.schema] + [VERSION_COLUMN]
+
+
+class TableTail:
+    """Poll loop shared by both tails.
+
+    Subclasses implement ``wanted``, ``prepare`` (read, may await), ``commit`` (decide what
+    goes out, no await) and ``dispatch`` (offer one chunk to the registry).
+    """
+
+    def __init__(
+        self, table: Any, registry: RoomRegistry, stats: TailStats, *, poll_interval: float, chunk: int = 500
+    ) -> None:
+        self.table = table
+        self.registry = registry
+        self.stats = stats
+        self.poll_interval = poll_interval
+        # Items offered between two pacing checks: half an outbox.
+        self.chunk = max(1, chunk)
+        # Set by poke() (a writer's commit hint) to cut the wait short; cleared by run().
+        self._wake = asyncio.Event()
+        # The version being offered, while poll_once() offers it.
+        self._dispatching: int | None = None
+
+    @property
+    def watermark(self) -> int:
+        """A subscription registered now covers versions <= this in its snapshot."""
+        return self._dispatching if self._dispatching is not None else self.stats.version
+
+    async def start(self) -> None:
+        """Begin at the current version: history before it is served by snapshots, not the tail."""
+        version = await self.table.version()
+        self.stats.version = self.stats.latest_version = version
+
+    def poke(self) -> None:
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Poll until cancelled (by the gateway's shutdown). Errors are logged and retried."""
+        failures = 0
+        while True:
+            try:
+                await self.poll_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                failures += 1
+                self.stats.errors += 1
+                self.stats.last_error = f"{type(exc).__name__}: {exc}"[:500]
+                delay = min(MAX_ERROR_BACKOFF, self.poll_interval * 2**failures)
+                log.warning("tail of %s failed (%s); retrying in %.2fs", self.stats.table, exc, delay)
+                await asyncio.sleep(delay)
+                continue
+            failures = 0
+            self.stats.last_ok = time.monotonic()
+            try:
+                async with asyncio.timeout(self.poll_interval):
+                    await self._wake.wait()
+            except TimeoutError:
+                pass
+            self._wake.clear()
+
+    async def poll_once(self) -> None:
+        self.stats.polls += 1
+        version = int(await self.table.version())
+        self.stats.latest_version = max(self.stats.latest_version, version)
+        after = self.stats.version
+        if version <= after:
+            await self._offer(self.expired(), after)
+            return
+        if not self.wanted():
+            self.skip(version)
+            return
+        ready = self.commit(await self.prepare(after, version))
+        self._dispatching = version
+        try:
+            await self._offer(ready, version)
+        finally:
+            self._dispatching = None
+        self.stats.version = version
+
+    async def _offer(self, items: list[Any], version: int) -> None:
+        """Offer ``items`` in chunks, letting crowded outboxes drain in between (``rooms.Pacer``).
+
+        A connection that sent nothing during a PACE_STEP wait is a straggler for the rest of
+        the batch: it is no longer waited for (it overflows if it stays stuck).
+        """
+        if not items:
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + PACE_DEADLINE
+        pacer = self.registry.pacer
+        stragglers: set[Any] = set()
+        for start in range(0, len(items), self.chunk):
+            remaining = deadline - loop.time()
+            if remaining > 0 and pacer.crowded - stragglers:
+                sent = {conn: conn.sent for conn in pacer.crowded}
+                if not await pacer.wait(min(PACE_STEP, remaining), stragglers):
+                    stragglers |= {c for c in pacer.crowded if c.sent == sent.get(c, c.sent)}
+            self.dispatch(items[start : start + self.chunk], version)
+
+    def wanted(self) -> bool:
+        raise NotImplementedError
+
+    def expired(self) -> list[Any]:
+        """On a poll that found no new version: items whose wait is over (held steps)."""
+        return []
+
+    def skip(self, version: int) -> None:
+        """Nobody listens: move the watermark without reading."""
+        self.stats.version = version
+
+    async def prepare(self, after: int, upto: int) -> Any:
+        raise NotImplementedError
+
+    def commit(self, batch: Any) -> list[Any]:
+        raise NotImplementedError
+
+    def dispatch(self, items: list[Any], version: int) -> None:
+        raise NotImplementedError
+
+
+@dataclass(slots=True)
+class _Held:
+    records: list[StepRecord]
+    since: float = field(default_factory=time.monotonic)
+
+
+@dataclass(slots=True)
+class _StepBatch:
+    # (session_id, min seq, max seq, row count) of every session in the range, subscribed or not.
+    summary: list[tuple[str, int, int, int]]
+    # Records of subscribed sessions, plus backfilled ones, by session.
+    records: dict[str, list[StepRecord]]
+
+
+def _by_session(records: list[StepRecord]) -> dict[str, list[StepRecord]]:
+    groups: dict[str, list[StepRecord]] = {}
+    for record in records:
+        groups.setdefault(record.session_id, []).append(record)
+    return groups
+
+
+class StepTail(TableTail):
+    """Tail of ``steps`` with the per-session seq check (see the module docstring)."""
+
+    def __init__(
+        self, table: Any, registry: RoomRegistry, stats: TailStats, *, poll_interval: float, chunk: int = 500
+    ) -> None:
+        super().__init__(table, registry, stats, poll_interval=poll_interval, chunk=chunk)
+        # Last seq dispatched (or skipped as unsubscribed) per session; LRU-bounded.
+        self._last: OrderedDict[str, int] = OrderedDict()
+        # Steps waiting for a missing seq, by session.
+        self._held: dict[str, _Held] = {}
+
+    def wanted(self) -> bool:
+        return self.registry.wants_steps()
+
+    def skip(self, version: int) -> None:
+        # Rows pass unseen: the remembered seqs go stale and the held steps have no audience.
+        self._last.clear()
+        self._held.clear()
+        super().skip(version)
+
+    def expired(self) -> list[StepRecord]:
+        return self.commit(_StepBatch([], {})) if self._held else []
+
+    async def prepare(self, after: int, upto: int) -> _StepBatch:
+        started = time.perf_counter()
+        rows: pa.Table = await read_steps_between_versions(self.table, after, upto)
+        self.stats.last_read_ms = (time.perf_counter() - started) * 1000
+        self.stats.reads += 1
+        self.stats.rows += rows.num_rows
+        if rows.num_rows == 0:
+            return _StepBatch([], {})
+        grouped = rows.group_by("session_id").aggregate([("seq", "min"), ("seq", "max"), ("seq", "count")])
+        summary = list(
+            zip(
+                grouped.column("session_id").to_pylist(),
+                grouped.column("seq_min").to_pylist(),
+                grouped.column("seq_max").to_pylist(),
+                grouped.column("seq_count").to_pylist(),
+                strict=True,
+            )
+        )
+        wanted = self.registry.step_filter(FILTER_LIMIT)
+        if wanted is not None:
+            sessions, agents = wanted
+            mask = pc.or_(
+                pc.is_in(rows.column("session_id"), pa.array(sorted(sessions), pa.string())),
+                pc.is_in(rows.column("agent_id"), pa.array(sorted(agents), pa.string())),
+            )
+            rows = rows.filter(mask)
+        groups = _by_session(StepRecord.from_arrow(rows))
+        for session_id, low, high, count in summary:
+            if session_id not in groups:
+                continue
+            last = self._last.get(session_id)
+            if (last is not None and low > last + 1) or high - low + 1 != count:
+                groups[session_id] += await self._backfill(session_id, low if last is None else last, high, upto)
+        return _StepBatch(summary, groups)
+
+    async def _backfill(self, session_id: str, low: int, high: int, upto: int) -> list[StepRecord]:
+        """Rows of the session in (low, high) committed at <= upto: the seq check's repair read."""
+        self.stats.gaps_detected += 1
+        where = f"session_id = {sql_str(session_id)} AND seq > {low} AND seq < {high}"
+        rows = await read_steps_between_versions(self.table, 0, upto, where=where)
+        return StepRecord.from_arrow(rows)
+
+    def commit(self, batch: _StepBatch) -> list[StepRecord]:
+        for session_id, _low, high, _count in batch.summary:
+            if session_id not in batch.records:
+                self._remember(session_id, high)
+        ordered: list[StepRecord] = []
+        sessions = sorted(set(batch.records) | set(self._held))
+        for session_id in sessions:
+            ordered += self._release(session_id, batch.records.get(session_id, []))
+        if ordered:
+            newest = max(r.ts for r in ordered)
+            self.stats.last_batch_age_s = (utcnow() - newest).total_seconds()
+        return ordered
+
+    def dispatch(self, items: list[StepRecord], version: int) -> None:
+        self.registry.dispatch_steps(items, version)
+
+    def _remember(self, session_id: str, seq: int) -> None:
+        previous = self._last.get(session_id)
+        self._last[session_id] = seq if previous is None else max(previous, seq)
+        self._last.move_to_end(session_id)
+        while len(self._last) > SEQ_CACHE_SIZE:
+            self._last.popitem(last=False)
+
+    def _release(self, session_id: str, new: list[StepRecord]) -> list[StepRecord]:
+        """The steps of one session that can go out now, in seq order, each at most once."""
+        held = self._held.pop(session_id, None)
+        by_seq = {r.seq: r for r in (held.records if held else [])}
+        last = self._last.get(session_id)
+        for record in new:
+            if (last is not None and record.seq <= last) or record.seq in by_seq:
+                self.stats.duplicates_dropped += 1
+                continue
+            by_seq[record.seq] = record
+        records = [by_seq[s] for s in sorted(by_seq)]
+        if not records:
+            return []
+        expected = records[0].seq if last is None else last + 1
+        cut = 0
+        while cut < len(records) and records[cut].seq == expected:
+            expected += 1
+            cut += 1
+        ready, waiting = records[:cut], records[cut:]
+        if waiting:
+            first_held = held.since if held else time.monotonic()
+            if time.monotonic() - first_held < GAP_HOLD_SECONDS:
+                self._held[session_id] = _Held(waiting, first_held)
+            else:
+                self.stats.gaps_unfilled += 1
+                log.warning(
+                    "session %s: seq %d never committed after %.1fs; delivering %d later steps with a gap",
+                    session_id,
+                    expected,
+                    GAP_HOLD_SECONDS,
+                    len(waiting),
+                )
+                ready += waiting
+        elif held is not None:
+            self.stats.gaps_filled += 1
+        if ready:
+            self._remember(session_id, ready[-1].seq)
+        return ready
+
+
+class MessageTail(TableTail):
+    """Tail of ``messages``: rows in (version, created_at, message_id) order per conversation.
+
+    That order only ever grows at the end (a new commit has a higher version than every row
+    already visible), so a message's position in it is a stable per-conversation ``seq``.
+    """
+
+    def wanted(self) -> bool:
+        return self.registry.wants_messages()
+
+    async def prepare(self, after: int, upto: int) -> list[MessageRecord]:
+        clause = f"{VERSION_COLUMN} > {int(after)} AND {VERSION_COLUMN} <= {int(upto)}"
+        started = time.perf_counter()
+        rows: pa.Table = await self.table.query().where(clause).select(MESSAGE_COLUMNS).to_arrow()
+        self.stats.last_read_ms = (time.perf_counter() - started) * 1000
+        self.stats.reads += 1
+        self.stats.rows += rows.num_rows
+        if rows.num_rows == 0:
+            return []
+        versions = rows.column(VERSION_COLUMN).to_pylist()
+        records = MessageRecord.from_arrow(rows.drop_columns([VERSION_COLUMN]))
+        keyed = sorted(
+            zip(versions, records, strict=True),
+            key=lambda vr: (vr[1].conversation_id, vr[0], vr[1].created_at, vr[1].message_id),
+        )
+        return [record for _, record in keyed]
+
+    def commit(self, batch: list[MessageRecord]) -> list[MessageRecord]:
+        if batch:
+            self.stats.last_batch_age_s = (utcnow() - max(m.created_at for m in batch)).total_seconds()
+        return batch
+
+    def dispatch(self, items: list[MessageRecord], version: int) -> None:
+        self.registry.dispatch_messages(items, version)
