@@ -80,6 +80,7 @@ class Child:
     exit_task: asyncio.Task[int] | None = None
     listen_task: asyncio.Task[None] | None = None
     ready_event: asyncio.Event = field(default_factory=asyncio.Event)
+    _ps: psutil.Process | None = None
 
     @property
     def pid(self) -> int:
@@ -124,7 +125,9 @@ class Child:
             "last_heartbeat_ago": round(now - self.last_heartbeat, 2) if self.role != "gateway" else None,
         }
         try:
-            proc = psutil.Process(self.pid)
+            if self._ps is None:  # kept: cpu_percent() measures since the previous call on it
+                self._ps = psutil.Process(self.pid)
+            proc = self._ps
             with proc.oneshot():
                 info["rss_bytes"] = proc.memory_info().rss
                 info["cpu_percent"] = proc.cpu_percent(interval=None)
