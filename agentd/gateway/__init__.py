@@ -1,7 +1,7 @@
 """The WebSocket gateway: live session steps and conversation messages (DESIGN.md §7).
 
 It tails the ``steps`` and ``messages`` tables exactly once and fans rows out to rooms;
-it never writes session data. Protocol reference: docs/gateway.md.
+it never writes session data. Protocol reference: the README, "Live updates over WebSocket".
 """
 
 from agentd.gateway.auth import GatewayConfigError, is_loopback

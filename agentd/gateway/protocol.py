@@ -1,7 +1,7 @@
 """The gateway's wire protocol: JSON text frames, one pydantic model per frame shape.
 
 Why models at the boundary: a client written in any language gets the same validation and the
-same error wording, and the docs (docs/gateway.md) and the tests check frames against these
+same error wording, and the README (gateway section) and the tests check frames against these
 classes rather than against our own client code. Client ops are strict (no "5" for 5, no
 unknown keys) so that a typo is answered with an error event instead of being ignored.
 
