@@ -109,6 +109,22 @@ def _h(*parts: object) -> int:
     return zlib.crc32("\x1f".join(map(str, parts)).encode("utf-8", "surrogatepass"))
 
 
+@lru_cache(maxsize=4096)
+def _joke_prefix(seed: int, subject: str, style: str) -> int:
+    """CRC of ``seed, subject, style`` and the separator before ``n``: ``_h(seed, subject, style, n)``
+    is ``crc32(str(n), _joke_prefix(...))`` (CRC-32 chains), so a tick hashes only the counter."""
+    return zlib.crc32(f"{seed}\x1f{subject}\x1f{style}\x1f".encode("utf-8", "surrogatepass"))
+
+
+@lru_cache(maxsize=4096)
+def _joke_text(subject: str, style: str | None, template: int, tag: int) -> str:
+    """Joke template ``template`` about ``subject``, with style tag ``tag`` when there is a style."""
+    text = _JOKES[template].format(s=subject, S=subject[:1].upper() + subject[1:])
+    if style:
+        text = f"{text} {_style_tags(style)[tag]}"
+    return text
+
+
 @lru_cache(maxsize=1024)
 def _bank(tone: str) -> tuple[str, ...] | None:
     """Phrase bank for a tone, by keyword; cached because tones repeat across ticks."""
@@ -151,12 +167,10 @@ class OfflineLLM:
 
     def joke(self, subject: str, style: str | None, n: int) -> Joke:
         """The ``n``-th joke for this seed: a pure function, for callers that track ``n`` themselves."""
-        h = _h(self.seed, subject, style or "", n)
-        text = _JOKES[h % len(_JOKES)].format(s=subject, S=subject[:1].upper() + subject[1:])
-        if style:
-            tags = _style_tags(style)
-            text = f"{text} {tags[(h >> 8) % len(tags)]}"
-        return Joke(text=text, subject=subject, source=OFFLINE_SOURCE)
+        # == _h(self.seed, subject, style or "", n), without re-hashing the constant part per call.
+        h = zlib.crc32(str(n).encode(), _joke_prefix(self.seed, subject, style or ""))
+        tag = (h >> 8) % len(_style_tags(style)) if style else 0
+        return Joke(text=_joke_text(subject, style, h % len(_JOKES), tag), subject=subject, source=OFFLINE_SOURCE)
 
     async def tell_joke(self, subject: str, style: str | None = None) -> Joke:
         n = self._n

@@ -20,16 +20,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections import deque
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Coroutine, Generator
 from dataclasses import dataclass, field
+from types import CoroutineType
 from typing import Any
 
 from agentd.agents.base import Agent, CreateError, GuidanceError, StepOutcome, Tick
 from agentd.logsetup import session_id_var
+from agentd.store.records import encode_json
 from agentd.store.sessions import SessionRecord
 from agentd.store.steps import StepRecord, StepStatus
-from agentd.store.writer import BatchingWriter
+from agentd.store.writer import BatchingWriter, Row
 from agentd.timeutil import utcnow
 
 __all__ = ["ActionRejected", "Command", "SessionRunner"]
@@ -37,6 +39,22 @@ __all__ = ["ActionRejected", "Command", "SessionRunner"]
 log = logging.getLogger(__name__)
 
 CommandResult = tuple[dict[str, Any], int]
+
+# ``_persist`` builds the writer's rows as tuples in schema order (no pydantic model per step: this
+# runs ~10k times a second per worker). Fail at import, not at the first flush, if a schema moves.
+_STEP_COLUMNS = (
+    *("session_id", "agent_id", "shard", "seq", "ts", "status", "kind", "text", "data", "state", "guidance"),
+    *("notes", "latency_ms", "error", "epoch"),
+)
+_SESSION_COLUMNS = (
+    *("session_id", "agent_id", "agent_type", "shard", "status", "desired_status", "config", "context"),
+    *("iteration", "last_seq", "last_result", "conversation_id", "created_at", "updated_at", "version"),
+)
+if tuple(StepRecord.SCHEMA.names) != _STEP_COLUMNS or tuple(SessionRecord.SCHEMA.names) != _SESSION_COLUMNS:
+    raise RuntimeError("steps/sessions schema changed: update SessionRunner._persist to match")
+
+# A resumed session's first tick is spread over this much of its heartbeat (see ``run``).
+RESUME_SPREAD = 5.0
 
 
 class ActionRejected(Exception):
@@ -51,7 +69,36 @@ class Command:
 
 
 class SessionRunner:
-    """Runs one session. Created by the host, which also starts ``run()`` as a task at once."""
+    """Runs one session. Created by the host, which also starts ``run()`` as a task at once.
+
+    Slots, a list inbox and no per-step model keep an idle session at a few KB and a tick at a
+    few tens of microseconds (bench/runtime_bench.py).
+    """
+
+    __slots__ = (
+        "_creating",
+        "_due",
+        "_final",
+        "_finished",
+        "_fixed",
+        "_inbox",
+        "_record",
+        "_tick_now",
+        "_waiter",
+        "agent",
+        "consecutive_errors",
+        "context",
+        "epoch",
+        "heartbeat",
+        "iteration",
+        "last_result",
+        "last_seq",
+        "on_lateness",
+        "session_id",
+        "status",
+        "tick_timeout",
+        "writer",
+    )
 
     def __init__(
         self,
@@ -65,7 +112,10 @@ class SessionRunner:
         epoch: int = 0,
         on_lateness: Callable[[float], None] | None = None,
     ) -> None:
-        self.record = record
+        self.session_id = record.session_id
+        # The row the host passed in, until ``_fix()`` keeps just its constant columns (see there).
+        self._record: SessionRecord | None = record
+        self._fixed: tuple[Any, ...] = ()
         self.agent = agent
         self.writer = writer
         self.heartbeat = float(record.config.get("interval") or heartbeat)
@@ -79,16 +129,47 @@ class SessionRunner:
         self.last_result = record.last_result
         self.consecutive_errors = 0
         self._creating = creating
-        self._inbox: deque[Command] = deque()
-        self._waiter: asyncio.Future[None] | None = None
+        # Commands waiting to be applied, in arrival order (almost always empty: a list is smallest).
+        self._inbox: list[Command] = []
+        self._waiter: asyncio.Future[bool | None] | None = None
         self._tick_now = False
         self._due = 0.0
         self._finished = False
         self._final: list[Command] = []
+        if not creating:
+            self._fix()
+
+    def _fix(self) -> None:
+        """Keep only the columns of the session row that never change, config JSON-encoded.
+
+        Holding them in one tuple of plain values instead of the ``SessionRecord`` (a model with
+        its dict, field set, config and context dicts) saves ~2 KB per session. A session being
+        created keeps the record until its first step: the host sets ``conversation_id`` on it
+        right after constructing the runner.
+        """
+        record = self._record
+        if record is None:
+            return
+        self._fixed = (
+            record.agent_id,
+            record.agent_type,
+            record.shard,
+            record.desired_status,
+            encode_json(record.config),
+            record.conversation_id,
+            record.created_at,
+            record.version,
+        )
+        self._record = None
 
     @property
-    def session_id(self) -> str:
-        return self.record.session_id
+    def record(self) -> SessionRecord:
+        """The session row: as the host passed it in before the first step, else its current state."""
+        if self._record is not None:
+            return self._record
+        row = dict(zip(_SESSION_COLUMNS, self._snapshot_row(encode_json(self.context), 0), strict=True))
+        row["updated_at"] = utcnow()
+        return SessionRecord.from_row(row)
 
     # -- called by the host ------------------------------------------------------------------
 
@@ -124,19 +205,23 @@ class SessionRunner:
                 return
             await self.agent.on_start(self.context)
             started = True
-            # A new session ticks at once; a resumed one soon (spread, so that thousands of
-            # sessions resuming together do not all tick in the same loop iteration).
-            self._due = loop.time() + (0.0 if self._creating else random.random() * min(self.heartbeat, 0.25))
+            # A new session ticks at once; a resumed one within its heartbeat (at most RESUME_SPREAD),
+            # at a random phase: ticks are due one heartbeat apart from then on, so this phase is
+            # kept, and thousands of sessions resuming together tick evenly spread over the
+            # heartbeat instead of in a burst that would make every one of them late.
+            self._due = loop.time() + (0.0 if self._creating else random.random() * min(self.heartbeat, RESUME_SPREAD))
+            due = False  # the timer for self._due fired (see _sleep_until)
             while True:
                 while self._inbox:
-                    command = self._inbox.popleft()
+                    command = self._inbox.pop(0)
                     if await self._apply(command):
                         return
-                if self.status == "running" and (self._tick_now or loop.time() >= self._due):
+                if self.status == "running" and (self._tick_now or due or loop.time() >= self._due):
+                    due = False
                     if await self._tick(loop):
                         return
                     continue
-                await self._sleep_until(loop, self._due if self.status == "running" else None)
+                due = await self._sleep_until(loop, self._due if self.status == "running" else None)
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -152,13 +237,20 @@ class SessionRunner:
                     log.exception("on_stop of session %s failed", self.session_id)
             self._reject_pending()
 
-    async def _sleep_until(self, loop: asyncio.AbstractEventLoop, due: float | None) -> None:
+    async def _sleep_until(self, loop: asyncio.AbstractEventLoop, due: float | None) -> bool:
+        """Wait for a command, a wake or ``due``; True when it returns because ``due`` was reached.
+
+        The timer's firing, not ``loop.time() >= due``, says the tick is due: uvloop's timers
+        have millisecond granularity and fire up to 1 ms before ``loop.time()`` reaches ``due``,
+        and re-checking the clock made every session spin through ~20 zero-delay re-sleeps before
+        each tick (most of a core at 10k sessions).
+        """
         if self._inbox or self._tick_now:
-            return
+            return False
         self._waiter = waiter = loop.create_future()
-        handle = None if due is None else loop.call_at(due, _set_if_pending, waiter)
+        handle = None if due is None else loop.call_at(due, _timer_fired, waiter)
         try:
-            await waiter
+            return await waiter is True
         finally:
             self._waiter = None
             if handle is not None:
@@ -166,24 +258,39 @@ class SessionRunner:
 
     def _reject_pending(self) -> None:
         while self._inbox:
-            command = self._inbox.popleft()
+            command = self._inbox.pop(0)
             if command.future is not None and not command.future.done():
                 command.future.set_exception(ActionRejected(f"session {self.session_id} is {self.status}"))
 
     # -- persistence -------------------------------------------------------------------------
 
-    def _snapshot(self) -> SessionRecord:
-        self.context["paused"] = self.status == "paused"
-        return self.record.model_copy(
-            update={
-                "status": self.status,
-                "context": dict(self.context),
-                "iteration": self.iteration,
-                "last_seq": self.last_seq,
-                "last_result": self.last_result,
-                "updated_at": utcnow(),
-            }
+    def _snapshot_row(self, context_json: str, updated_at: int) -> Row:
+        """The ``sessions`` row (schema order, JSON encoded); ``updated_at`` in epoch microseconds."""
+        if self._record is not None:
+            self._fix()
+        agent_id, agent_type, shard, desired_status, config_json, conversation_id, created_at, version = self._fixed
+        return (
+            self.session_id,
+            agent_id,
+            agent_type,
+            shard,
+            self.status,
+            desired_status,
+            config_json,
+            context_json,
+            self.iteration,
+            self.last_seq,
+            self.last_result,
+            conversation_id,
+            created_at,
+            updated_at,
+            version,
         )
+
+    def _encode_context(self) -> str:
+        context = self.context
+        context["paused"] = self.status == "paused"
+        return encode_json(context)
 
     async def _persist(
         self,
@@ -197,32 +304,38 @@ class SessionRunner:
         error: str | None = None,
         latency_ms: float | None = None,
     ) -> int:
-        """Append a step with the current state and submit the snapshot; returns the generation."""
+        """Append a step with the current state and submit the snapshot; returns the generation.
+
+        The rows are what ``StepRecord``/``SessionRecord.to_values()`` would give, built directly:
+        the context is encoded once and shared by the step's ``state`` and the session row.
+        """
         self.last_seq += 1
-        snapshot = self._snapshot()
-        step = StepRecord.model_construct(
-            session_id=self.session_id,
-            agent_id=self.record.agent_id,
-            shard=self.record.shard,
-            seq=self.last_seq,
-            ts=snapshot.updated_at,
-            status=status,
-            kind=kind,
-            text=text,
-            data=data,
-            state={
-                "status": self.status,
-                "iteration": self.iteration,
-                "context": snapshot.context,
-                "last_result": self.last_result,
-            },
-            guidance=guidance,
-            notes=notes,
-            latency_ms=latency_ms,
-            error=error,
-            epoch=self.epoch,
+        context_json = self._encode_context()
+        now = time.time_ns() // 1000
+        snapshot = self._snapshot_row(context_json, now)
+        # == encode_json({"status", "iteration", "context", "last_result"}), without re-encoding the context.
+        state = (
+            f'{{"status":{encode_json(self.status)},"iteration":{self.iteration},'
+            f'"context":{context_json},"last_result":{encode_json(self.last_result)}}}'
         )
-        return await self.writer.submit([step], snapshot)
+        step = (
+            self.session_id,
+            snapshot[1],  # agent_id
+            snapshot[3],  # shard
+            self.last_seq,
+            now,
+            status,
+            kind,
+            text,
+            None if data is None else encode_json(data),
+            state,
+            None if guidance is None else encode_json(guidance),
+            notes,
+            latency_ms,
+            error,
+            self.epoch,
+        )
+        return await self.writer.submit_values([step], snapshot)
 
     def _result(self, **extra: Any) -> dict[str, Any]:
         return {"session_id": self.session_id, "status": self.status, **extra}
@@ -230,7 +343,7 @@ class SessionRunner:
     # -- commands ----------------------------------------------------------------------------
 
     async def _create(self) -> bool:
-        command = self._inbox.popleft() if self._inbox and self._inbox[0].kind == "create" else None
+        command = self._inbox.pop(0) if self._inbox and self._inbox[0].kind == "create" else None
         try:
             await self.agent.validate_create()
         except CreateError as exc:
@@ -243,12 +356,12 @@ class SessionRunner:
         self.status = "running"
         generation = await self._persist("lifecycle", text="created")
         if command and command.future and not command.future.done():
-            command.future.set_result((self._result(agent_id=self.record.agent_id), generation))
+            command.future.set_result((self._result(agent_id=self._fixed[0]), generation))
         return True
 
     def _reject_unknown(self) -> None:
         while self._inbox:
-            command = self._inbox.popleft()
+            command = self._inbox.pop(0)
             if command.future is not None and not command.future.done():
                 command.future.set_exception(ActionRejected(f"unknown session {self.session_id}"))
 
@@ -319,7 +432,9 @@ class SessionRunner:
 
     async def _shutdown(self) -> None:
         """Host going down: keep the status so the next start resumes; persist the snapshot."""
-        generation = await self.writer.submit(None, self._snapshot())
+        generation = await self.writer.submit_values(
+            None, self._snapshot_row(self._encode_context(), time.time_ns() // 1000)
+        )
         self._resolve_final(generation)
 
     def _resolve_final(self, generation: int) -> None:
@@ -337,13 +452,26 @@ class SessionRunner:
         self._tick_now = False
         started = loop.time()
         if not woken and self.on_lateness is not None:
-            self.on_lateness(started - self._due)
+            self.on_lateness(max(0.0, started - self._due))  # the timer may fire < 1 ms early
         tick = Tick(
             seq=self.last_seq + 1, iteration=self.iteration, now=utcnow(), context=dict(self.context), woken=woken
         )
         try:
-            async with asyncio.timeout(self.tick_timeout):
-                outcome = await self.agent.do_tick(tick)
+            work = self.agent.do_tick(tick)
+            if type(work) is CoroutineType:
+                # Run the first step here: a tick that finishes without suspending (the offline
+                # LLM, any CPU-only agent) then needs no timeout, which no timer could enforce
+                # anyway, and we skip arming and disarming one 10k times a second.
+                try:
+                    pending = work.send(None)
+                except StopIteration as finished:
+                    outcome = finished.value
+                else:
+                    async with asyncio.timeout_at(started + self.tick_timeout):
+                        outcome = await _Resume(work, pending)
+            else:
+                async with asyncio.timeout_at(started + self.tick_timeout):
+                    outcome = await work
             self.consecutive_errors = 0
         except TimeoutError:
             outcome = StepOutcome(status="error", error=f"timeout: tick took longer than {self.tick_timeout:g}s")
@@ -380,6 +508,40 @@ class SessionRunner:
         return False
 
 
-def _set_if_pending(waiter: asyncio.Future[None]) -> None:
+class _Resume:
+    """Awaits the rest of a coroutine whose first step already ran and yielded ``pending``.
+
+    What ``await coro`` would have done from there on: the enclosing task waits on what the
+    coroutine yields, and sends, throws (cancellation, timeout) and closes go through to it.
+    """
+
+    __slots__ = ("coro", "pending")
+
+    def __init__(self, coro: Coroutine[Any, Any, Any], pending: Any) -> None:
+        self.coro = coro
+        self.pending = pending
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        coro, pending = self.coro, self.pending
+        self.pending = None
+        while True:
+            try:
+                value = yield pending
+            except GeneratorExit:
+                coro.close()
+                raise
+            except BaseException as exc:
+                try:
+                    pending = coro.throw(exc)
+                except StopIteration as finished:
+                    return finished.value
+                continue
+            try:
+                pending = coro.send(value)
+            except StopIteration as finished:
+                return finished.value
+
+
+def _timer_fired(waiter: asyncio.Future[bool | None]) -> None:
     if not waiter.done():
-        waiter.set_result(None)
+        waiter.set_result(True)

@@ -9,6 +9,14 @@ Order inside a flush: steps first (they carry the full state and are the source 
 then the ``sessions`` rows, coalesced to the newest snapshot per session. A crash between the
 two commits leaves session rows older than the steps, which the resuming host repairs.
 
+Rows arrive already encoded, as tuples in schema order (``StepRecord.to_values``, or built
+directly by the session runtime, the hot path: ~10k steps/s per worker), and are buffered
+column by column, so a commit converts each column once (``Record.arrow_from_columns``). The
+buffer holds no pydantic model, dict or tuple per row: buffered rows allocate no objects the
+cyclic garbage collector tracks, so they neither trigger collections nor get thousands of
+other objects (the sleeping sessions' timers) promoted to the old generation, whose full
+collections would stall the event loop for a whole heartbeat at 10k sessions.
+
 Durability is observable: ``submit()`` returns a flush generation and ``wait_durable(gen)``
 returns once that generation is committed, so an action is acknowledged only after the
 state change it caused is on disk. A failed commit is retried with backoff and nothing in the
@@ -25,11 +33,54 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import pyarrow as pa
+
 from agentd.store.db import Store
-from agentd.store.sessions import SessionRecord, upsert_sessions
+from agentd.store.sessions import SessionRecord
 from agentd.store.steps import StepRecord
 
-__all__ = ["BatchingWriter", "FlushStats", "WriterClosed"]
+__all__ = ["BatchingWriter", "FlushStats", "Row", "WriterClosed"]
+
+# A row in its table's schema order with JSON columns encoded (see ``Record.to_values``).
+Row = tuple[Any, ...]
+_SESSION_ID = SessionRecord.SCHEMA.names.index("session_id")
+
+
+class _Columns:
+    """Buffered rows, one list per column; with ``keyed``, one row per key (the newest wins)."""
+
+    __slots__ = ("columns", "keys")
+
+    def __init__(self, width: int, keyed: bool = False) -> None:
+        self.columns: list[list[Any]] = [[] for _ in range(width)]
+        self.keys: dict[Any, int] | None = {} if keyed else None
+
+    def __len__(self) -> int:
+        return len(self.columns[0])
+
+    def append(self, row: Row) -> None:
+        for column, value in zip(self.columns, row, strict=True):
+            column.append(value)
+
+    def upsert(self, key: Any, row: Row) -> None:
+        assert self.keys is not None
+        index = self.keys.get(key)
+        if index is None:
+            self.keys[key] = len(self.columns[0])
+            self.append(row)
+        else:
+            for column, value in zip(self.columns, row, strict=True):
+                column[index] = value
+
+    def rows(self) -> Any:
+        return zip(*self.columns, strict=True)
+
+    def clear(self) -> None:
+        for column in self.columns:
+            column.clear()
+        if self.keys is not None:
+            self.keys.clear()
+
 
 log = logging.getLogger(__name__)
 
@@ -89,8 +140,8 @@ class BatchingWriter:
         self.max_buffered_rows = max_buffered_rows
         self.fence = fence
         self.stats = FlushStats()
-        self._steps: list[StepRecord] = []
-        self._snapshots: dict[str, SessionRecord] = {}
+        self._steps = _Columns(len(StepRecord.SCHEMA))
+        self._snapshots = _Columns(len(SessionRecord.SCHEMA), keyed=True)
         self._generation = 1  # the generation new submissions join
         self._durable = 0  # the newest generation fully committed
         self._wake = asyncio.Event()
@@ -126,32 +177,45 @@ class BatchingWriter:
 
         Waits while the buffer is above its high watermark (backpressure).
         """
+        return await self.submit_values(
+            [step.to_values() for step in steps] if steps else None,
+            snapshot.to_values() if snapshot is not None else None,
+        )
+
+    async def submit_values(self, steps: list[Row] | None = None, snapshot: Row | None = None) -> int:
+        """``submit`` for rows already encoded: tuples in schema order (``Record.to_values``).
+
+        The session runtime's path: it builds the tuples itself, once per step.
+        """
         if self._closing:
             raise WriterClosed("the writer is closed")
         if self._error is not None:
             raise WriterClosed(f"the writer failed: {self._error}")
         if not self._room.is_set():
             await self._room.wait()
-        if steps:
-            self._steps.extend(steps)
-        if snapshot is not None:
-            self._snapshots[snapshot.session_id] = snapshot
-        if self.buffered >= self.flush_max_rows:
-            self._wake.set()
-        if self.buffered >= self.max_buffered_rows:
-            self._room.clear()
-        return self._generation
+        return self._buffer(steps, snapshot)
 
     def submit_nowait(self, steps: list[StepRecord] | None = None, snapshot: SessionRecord | None = None) -> int:
         """Like ``submit`` without backpressure, for callers that cannot await (rare)."""
         if self._closing:
             raise WriterClosed("the writer is closed")
+        return self._buffer(
+            [step.to_values() for step in steps] if steps else None,
+            snapshot.to_values() if snapshot is not None else None,
+            backpressure=False,
+        )
+
+    def _buffer(self, steps: list[Row] | None, snapshot: Row | None, *, backpressure: bool = True) -> int:
         if steps:
-            self._steps.extend(steps)
+            for step in steps:
+                self._steps.append(step)
         if snapshot is not None:
-            self._snapshots[snapshot.session_id] = snapshot
-        if self.buffered >= self.flush_max_rows:
+            self._snapshots.upsert(snapshot[_SESSION_ID], snapshot)
+        buffered = len(self._steps) + len(self._snapshots)
+        if buffered >= self.flush_max_rows:
             self._wake.set()
+        if backpressure and buffered >= self.max_buffered_rows:
+            self._room.clear()
         return self._generation
 
     async def wait_durable(self, generation: int, timeout: float | None = None) -> None:
@@ -189,7 +253,7 @@ class BatchingWriter:
                 except TimeoutError:
                     pass
             self._wake.clear()
-            if not self._steps and not self._snapshots:
+            if not len(self._steps) and not len(self._snapshots):
                 # Nothing is buffered, so the current generation is vacuously durable:
                 # release its waiters and start a new one for later submissions.
                 generation = self._generation
@@ -199,18 +263,22 @@ class BatchingWriter:
                     return
                 continue
             steps, snapshots = self._steps, self._snapshots
-            self._steps, self._snapshots = [], {}
+            self._steps = _Columns(len(StepRecord.SCHEMA))
+            self._snapshots = _Columns(len(SessionRecord.SCHEMA), keyed=True)
             generation = self._generation
             self._generation += 1
             try:
-                await self._commit(steps, list(snapshots.values()))
+                await self._commit(steps, snapshots)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 # Put the batch back in front (newer snapshots submitted meanwhile win).
                 self.stats.failures += 1
-                self._steps = steps + self._steps
-                self._snapshots = {**snapshots, **self._snapshots}
+                for row in self._steps.rows():
+                    steps.append(row)
+                for row in self._snapshots.rows():
+                    snapshots.upsert(row[_SESSION_ID], row)
+                self._steps, self._snapshots = steps, snapshots
                 if getattr(exc, "fatal", False):
                     self._error = exc
                     async with self._durable_changed:
@@ -227,17 +295,17 @@ class BatchingWriter:
             if self.buffered < self.max_buffered_rows // 2:
                 self._room.set()
 
-    async def _commit(self, steps: list[StepRecord], snapshots: list[SessionRecord]) -> None:
+    async def _commit(self, steps: _Columns, snapshots: _Columns) -> None:
         if self.fence is not None:
             await self.fence()
         started = time.perf_counter()
         step_count, snapshot_count = len(steps), len(snapshots)
-        if steps:
-            await self.store.steps.add(StepRecord.to_arrow(steps))
+        if step_count:
+            await self.store.steps.add(StepRecord.arrow_from_columns(steps.columns))
             # Once the steps are in, a retry must not append them again.
             steps.clear()
-        if snapshots:
-            await upsert_sessions(self.store.sessions, snapshots)
+        if snapshot_count:
+            await _upsert_sessions(self.store.sessions, SessionRecord.arrow_from_columns(snapshots.columns))
         elapsed = (time.perf_counter() - started) * 1000
         self.stats.record(elapsed, step_count, snapshot_count)
         log.debug("flush: %d steps, %d snapshots in %.1f ms", step_count, snapshot_count, elapsed)
@@ -260,3 +328,8 @@ class BatchingWriter:
             "last_commit_ms": round(s.last_commit_ms, 2),
             "max_commit_ms": round(s.max_commit_ms, 2),
         }
+
+
+async def _upsert_sessions(table: Any, rows: pa.Table) -> None:
+    """``upsert_sessions`` for a table already in the ``sessions`` schema (one row per session)."""
+    await table.merge_insert("session_id").when_matched_update_all().when_not_matched_insert_all().execute(rows)
