@@ -1,0 +1,85 @@
+"""The ``agentctl`` command: the control plane a person (or a script) uses.
+
+Group options come before the command (``agentctl --config C --db URI --json --timeout S
+COMMAND``), as for ``agentd``, so every command sees the same settings; ``--json`` is also
+accepted after the command. Errors are raised as ``CtlError`` subclasses and turned into a
+message and an exit code here, in one place (see ``agentctl.errors`` for the codes).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import click
+
+from agentctl.actions import create, destroy, interrupt, pause, resume
+from agentctl.context import Obj
+from agentctl.conversation import conversation
+from agentctl.daemon import daemon
+from agentctl.errors import CtlError
+from agentctl.inspect import list_command, status, steps
+from agentctl.output import emit_json
+
+__all__ = ["cli", "main"]
+
+
+class AgentctlGroup(click.Group):
+    """Maps ``CtlError`` to its message and exit code for every subcommand, nested ones too."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except CtlError as exc:
+            obj = ctx.find_object(Obj)
+            if obj is not None and obj.json:
+                emit_json(exc.as_json())
+            click.echo(f"agentctl: {exc.message}", err=True)
+            raise click.exceptions.Exit(exc.exit_code) from exc
+
+
+@click.group(cls=AgentctlGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--config",
+    "config",
+    type=click.Path(dir_okay=False),
+    envvar="AGENTD_CONFIG",
+    help="Config file (default: $AGENTD_CONFIG, ./config.toml, /etc/agentd/config.toml, else built-in defaults).",
+)
+@click.option("--db", "db", metavar="URI", help="LanceDB directory or URI; overrides [storage] uri.")
+@click.option("--json", "as_json", is_flag=True, help="Machine output: one JSON object per result (JSON lines).")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    metavar="SECONDS",
+    help="Wait this long for an action's acknowledgement (default 30) or the daemon's answer (default 5).",
+)
+@click.version_option(package_name="agentd")
+@click.pass_context
+def cli(ctx: click.Context, config: str | None, db: str | None, as_json: bool, timeout: float | None) -> None:
+    """agentctl: create, steer and watch agentd sessions.
+
+    Action commands (create, pause, resume, interrupt, destroy) queue an action, wake the
+    daemon, wait for the worker's acknowledgement and print the result. Exit codes: 0 ok,
+    1 rejected or failed, 2 usage error, 3 session/conversation/database not found, 4 timed
+    out (the action stays queued), 5 daemon not reachable.
+
+    \b
+    Examples:
+      SID=$(agentctl create joke --subject cats)
+      agentctl interrupt "$SID" "about dogs" --now
+      agentctl steps "$SID" --follow
+      agentctl --json status "$SID"
+      agentctl daemon status
+    Shell completion (bash): eval "$(_AGENTCTL_COMPLETE=bash_source agentctl)"
+    """
+    ctx.obj = Obj(config, db, as_json, timeout)
+
+
+for command in (create, pause, resume, interrupt, destroy, list_command, status, steps, conversation, daemon):
+    cli.add_command(command)
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.WARNING, format="agentctl: %(levelname)s %(name)s: %(message)s")
+    cli(prog_name="agentctl")

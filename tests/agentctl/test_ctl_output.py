@@ -1,0 +1,77 @@
+"""Pure helpers of agentctl: relative times, tables, guidance parsing, health verdicts."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+
+import click
+import pytest
+
+from agentctl import output
+from agentctl.daemon import health_problems
+from agentctl.params import parse_guidance, slug
+
+NOW = datetime(2025, 1, 31, 12, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("delta", "text"),
+    [
+        (timedelta(milliseconds=300), "just now"),
+        (timedelta(seconds=3), "3s ago"),
+        (timedelta(minutes=3, seconds=2), "3m 2s ago"),
+        (timedelta(hours=5), "5h ago"),
+        (timedelta(days=2, hours=4, minutes=1), "2d 4h ago"),
+        (-timedelta(seconds=90), "in 1m 30s"),
+    ],
+)
+def test_relative_time(delta: timedelta, text: str) -> None:
+    assert output.relative_time(NOW - delta, NOW) == text
+    assert output.relative_time(None, NOW) == "-"
+
+
+def test_table_aligns_on_plain_text_even_with_colour(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(output, "colour_enabled", lambda: True)
+    rows = [["s-1", "running", "7", "a joke\nover two lines"], ["session-two", "error", "12", "x"]]
+    lines = output.table_lines(["ID", "STATUS", "N", "TEXT"], rows, colours={1: output.STATUS_COLOURS}, right=(2,))
+    assert "\x1b[" in lines[1], "statuses are coloured on a terminal"
+    plain = [click.unstyle(line) for line in lines]
+    assert plain[0] == "ID           STATUS    N  TEXT"
+    assert plain[1] == "s-1          running   7  a joke / over two lines"
+    assert plain[2] == "session-two  error    12  x"
+    assert all(re.sub(r"\x1b\[[0-9;]*m", "", line) == p for line, p in zip(lines, plain, strict=True))
+
+
+def test_guidance_parsing() -> None:
+    assert parse_guidance('  {"subject": "cats"} ') == {"subject": "cats"}
+    assert parse_guidance("about cats") == "about cats"
+    assert parse_guidance("[1, 2]") == "[1, 2]", "only text starting with '{' is taken as JSON"
+    for bad in ('{"subject": ', "{not json}", '{"a": 1} trailing'):
+        with pytest.raises(click.BadParameter, match="not a valid JSON object"):
+            parse_guidance(bad)
+    with pytest.raises(click.BadParameter, match="empty"):
+        parse_guidance(" \n ")
+
+
+def test_persona_agent_id_slug() -> None:
+    assert slug("Ada Lovelace") == "ada-lovelace"
+    assert slug("  R2-D2!! ") == "r2-d2"
+    assert slug("🙂") == ""
+
+
+def test_health_verdict() -> None:
+    worker = {"role": "worker", "index": 0, "pid": 10, "alive": True, "last_heartbeat_ago": 0.4}
+    healthy = {"ready": True, "heartbeat_timeout": 10, "children": [worker, {"role": "gateway", "alive": True}]}
+    assert health_problems(healthy) == []
+    stale = {**healthy, "children": [{**worker, "last_heartbeat_ago": 12.5}]}
+    assert health_problems(stale) == ["worker 0 (pid 10): last heartbeat 12.5s ago (timeout 10s)"]
+    dead = {**healthy, "ready": False, "children": [{**worker, "alive": False}]}
+    assert health_problems(dead) == ["not ready (workers still starting)", "worker 0 (pid 10) is not running"]
+
+
+def test_status_choices_match_the_store() -> None:
+    from agentctl.inspect import SESSION_STATUSES
+    from agentd.store.sessions import SESSION_STATUSES as STORED
+
+    assert SESSION_STATUSES == STORED
