@@ -122,7 +122,7 @@ class Child:
             "uptime": round(now - self.started_at, 1),
             "shards": self.shards,
             "sessions": self.counters.get("sessions"),
-            "last_heartbeat_ago": round(now - self.last_heartbeat, 2) if self.role != "gateway" else None,
+            "last_heartbeat_ago": round(now - self.last_heartbeat, 2) if self.role == "worker" else None,
         }
         try:
             if self._ps is None:  # kept: cpu_percent() measures since the previous call on it
