@@ -36,7 +36,13 @@ __all__ = [
     "GuidanceError",
     "StepOutcome",
     "Tick",
+    "describe_validation_error",
 ]
+
+
+def describe_validation_error(exc: Any, default: str) -> str:
+    """'field: problem; other: problem' from a pydantic ValidationError, for user-facing errors."""
+    return "; ".join(f"{'.'.join(str(p) for p in err['loc']) or default}: {err['msg']}" for err in exc.errors())
 
 
 class GuidanceError(ValueError):
@@ -131,9 +137,7 @@ class Agent:
         try:
             return cls.config_model.model_validate(raw)
         except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in err['loc']) or 'config'}: {err['msg']}" for err in exc.errors()
-            )
+            problems = describe_validation_error(exc, "config")
             raise CreateError(f"invalid {cls.type_name} config: {problems}") from exc
 
     async def validate_create(self) -> None:

@@ -12,7 +12,15 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from agentd.agents.base import Agent, AgentConfig, GuidanceEffect, GuidanceError, StepOutcome, Tick
+from agentd.agents.base import (
+    Agent,
+    AgentConfig,
+    GuidanceEffect,
+    GuidanceError,
+    StepOutcome,
+    Tick,
+    describe_validation_error,
+)
 
 __all__ = ["JokeAgent", "JokeConfig", "JokeGuidance"]
 
@@ -74,7 +82,7 @@ class JokeAgent(Agent):
         try:
             return JokeGuidance.model_validate(raw)
         except ValidationError as exc:
-            problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'guidance'}: {e['msg']}" for e in exc.errors())
+            problems = describe_validation_error(exc, "guidance")
             raise GuidanceError(f'invalid joke guidance: {problems} (expected {{"subject": "..."}})') from exc
 
     def apply_guidance(self, guidance: BaseModel, context: dict[str, Any]) -> GuidanceEffect:

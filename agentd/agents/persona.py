@@ -34,6 +34,7 @@ from agentd.agents.base import (
     GuidanceError,
     StepOutcome,
     Tick,
+    describe_validation_error,
 )
 from agentd.ids import deterministic_id
 from agentd.llm.base import TranscriptLine
@@ -248,7 +249,7 @@ class PersonaAgent(Agent):
         try:
             return PersonaGuidance.model_validate(data)
         except ValidationError as exc:
-            problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'guidance'}: {e['msg']}" for e in exc.errors())
+            problems = describe_validation_error(exc, "guidance")
             raise GuidanceError(f"invalid persona guidance: {problems}") from exc
 
     def apply_guidance(self, guidance: BaseModel, context: dict[str, Any]) -> GuidanceEffect:
