@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import json
 import logging
 import os
@@ -126,6 +127,11 @@ async def _serve(settings: Settings, args: argparse.Namespace) -> int:
         loop.add_signal_handler(sig, stop.set)
     started = time.monotonic()
     resumed = await host.start()
+    # Everything allocated so far (thousands of sessions, their timers) lives for the whole run:
+    # move it out of the collector's view so that a full collection stays short (~60 ms at 10k
+    # sessions instead of ~300 ms, which would show as tick lateness).
+    gc.collect()
+    gc.freeze()
     if channel is not None:
         await channel.send({"type": "ready", "pid": os.getpid(), "sessions": resumed, "shards": shards})
 

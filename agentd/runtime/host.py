@@ -203,6 +203,7 @@ class SessionHost:
         agent = cls(config, self._services(record))
         if creating:
             record.context = {**agent.initial_context(), **record.context, "paused": False}
+            record.conversation_id = agent.conversation_id()
         runner = SessionRunner(
             record,
             agent,
@@ -296,7 +297,6 @@ class SessionHost:
             updated_at=now,
         )
         runner = self._start_runner(record, creating=True)
-        record.conversation_id = runner.agent.conversation_id()
         future = runner.submit(Command("create", payload))
         self._release_queued(action.session_id)  # queued actions go in behind the create
         return await future
