@@ -28,6 +28,7 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Coroutine
 from typing import Any
 
 from agentd.config import ConfigError, Settings, load_settings
@@ -100,12 +101,18 @@ async def _serve(settings: Settings, args: argparse.Namespace) -> int:
     from agentd.store import Store, StoreError
     from agentd.store.owners import current_epoch
 
+    # Signals first: Ctrl-C in a terminal reaches every child, including one still booting or
+    # waiting as the spare, and each must stop cleanly rather than die with a traceback.
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
     channel = ControlChannel(args.control_fd) if args.control_fd is not None else None
     if channel is not None:
         await channel.open()
     # A warm spare: everything above is imported already (the slow part of a start), so when a
     # worker dies the supervisor assigns its slot here and its sessions resume at once.
-    if args.standby and (channel is None or not await _wait_for_assignment(channel, args)):
+    if args.standby and (channel is None or not await _until_stop(_wait_for_assignment(channel, args), stop)):
         return EXIT_OK
     name = f"worker-{args.index}"
     try:
@@ -121,10 +128,6 @@ async def _serve(settings: Settings, args: argparse.Namespace) -> int:
             raise FencedOut(f"{name} epoch {args.epoch} was replaced; not committing")
 
     host = SessionHost(store, settings, shards, llm, epoch=args.epoch, name=name, fence=fence if args.epoch else None)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
     started = time.monotonic()
     resumed = await host.start()
     # Everything allocated so far (thousands of sessions, their timers) lives for the whole run:
@@ -185,6 +188,18 @@ async def _serve(settings: Settings, args: argparse.Namespace) -> int:
     if host.writer.stats.failures and host.writer.buffered:
         log.error("%d rows could not be committed", host.writer.buffered)
     return code
+
+
+async def _until_stop(work: Coroutine[Any, Any, bool], stop: asyncio.Event) -> bool:
+    """``work``'s result, or False if ``stop`` is set first (``work`` is then cancelled)."""
+    task = asyncio.ensure_future(work)
+    stopper = asyncio.ensure_future(stop.wait())
+    await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    stopper.cancel()
+    if not task.done():
+        task.cancel()
+        return False
+    return task.result()
 
 
 async def _wait_for_assignment(channel: ControlChannel, args: argparse.Namespace) -> bool:
