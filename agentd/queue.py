@@ -180,12 +180,12 @@ class ActionQueue:
         Reads first: when nothing is claimable no write happens. Then one conditional update
         pins every candidate's version; rows someone else claimed meanwhile do not match.
         """
-        candidates = await self.pending(shards, limit=limit or self.claim_batch)
+        candidates = await self._candidates(shards, limit or self.claim_batch)
         if not candidates:
             return []
         token = new_id("c")
         now = utcnow()
-        pins = " OR ".join(f"(action_id = {sql_str(c.action_id)} AND version = {c.version})" for c in candidates)
+        pins = " OR ".join(f"(action_id = {sql_str(aid)} AND version = {version})" for aid, version in candidates)
         # Re-check claimability in the WHERE clause too: on a conflict LanceDB re-runs it
         # against the latest version, where the version pin alone already excludes changed rows.
         where = f"({pins}) AND (status = 'pending' OR (status = 'claimed' AND lease_until < {sql_ts(now)}))"
