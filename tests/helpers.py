@@ -49,7 +49,7 @@ def reaped(*initial: subprocess.Popen[bytes]) -> Iterator[list[subprocess.Popen[
                 pass
 
 
-def wait_for(predicate: Any, timeout: float, interval: float = 0.05, what: str = "condition") -> Any:
+def wait_for(predicate: Any, timeout: float, what: str = "condition", interval: float = 0.05) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()

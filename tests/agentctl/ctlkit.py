@@ -20,10 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from click.testing import CliRunner, Result
+from supervisor.daemon import Daemon as SupervisedDaemon
 
 from agentctl.cli import cli
-from agentd.config import Settings, load_settings
-from agentd.control import DaemonUnreachable, request_sync
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -57,60 +56,14 @@ def write_config(directory: Path, db: Path | None = None) -> Path:
     return path
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
-class Daemon:
+class Daemon(SupervisedDaemon):
     """``python -m agentd --config C run`` in its own session; ``kill()`` ends its whole group."""
 
     def __init__(self, config: Path) -> None:
-        self.config = config
-        self.settings: Settings = load_settings(config)
-        self.log = config.parent / "daemon.log"
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "agentd", "--config", str(config), "run"],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=self.log.open("ab"),
-            start_new_session=True,
-        )
-
-    def status(self) -> dict[str, Any] | None:
-        try:
-            reply = request_sync(self.settings.control_socket_path, {"op": "status"}, timeout=2)
-        except DaemonUnreachable:
-            return None
-        status: dict[str, Any] = reply["status"]
-        return status
-
-    def wait_ready(self, timeout: float = 60) -> None:
-        def ready() -> bool:
-            assert self.proc.poll() is None, f"daemon exited: {self.tail()}"
-            status = self.status()
-            return bool(status and status["ready"])
-
-        wait_for(ready, timeout, "the daemon to be ready", interval=0.1)
-
-    def tail(self) -> str:
-        return self.log.read_text(errors="replace")[-3000:] if self.log.exists() else ""
+        super().__init__(config, config.parent / "daemon.log")
 
     def kill(self) -> None:
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:  # pragma: no cover - SIGKILL does not wait
-            pass
+        self.kill_all()
 
 
 def start_daemon(config: Path) -> Daemon:

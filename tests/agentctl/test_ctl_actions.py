@@ -10,7 +10,8 @@ import asyncio
 import json
 from typing import Any
 
-from ctlkit import Ctl, wait_for
+from ctlkit import Ctl
+from helpers import wait_for
 
 from agentd.store import Store
 from agentd.store.actions import ActionRecord

@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import click
-from ctlkit import Ctl, Daemon, wait_for
+from ctlkit import Ctl, Daemon
+from helpers import wait_for
 
 from agentctl.cli import cli
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from ctlkit import Ctl, wait_for
+from ctlkit import Ctl
+from helpers import wait_for
 
 
 def test_conversation_commands_and_a_persona_replying(ctl: Ctl) -> None:
