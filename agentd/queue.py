@@ -284,17 +284,6 @@ class ActionQueue:
             for record in finished
         ]
 
-    async def extend_lease(self, action: ActionRecord) -> ActionRecord:
-        """Push the lease of a long-running claim forward; raises ClaimLost if it expired."""
-        until = utcnow() + timedelta(seconds=self.lease)
-        where = f"action_id = {sql_str(action.action_id)} AND version = {action.version} AND status = 'claimed'"
-        outcome = await _with_retry(
-            "lease", lambda: self.table.update(updates_sql={"lease_until": sql_ts(until)}, where=where)
-        )
-        if outcome.rows_updated != 1:
-            raise ClaimLost(f"action {action.action_id} is no longer claimed by this worker")
-        return action.model_copy(update={"lease_until": until})
-
     # -- retention ---------------------------------------------------------------------------
 
     async def purge_finished(self, older_than: float) -> int:

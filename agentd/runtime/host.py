@@ -225,6 +225,7 @@ class SessionHost:
         if self.runners.get(session_id) is runner:
             del self.runners[session_id]
             self.tasks.pop(session_id, None)
+            self.watcher.unwatch(session_id)  # a destroyed persona needs no more wakes
         if not task.cancelled() and task.exception() is not None:
             log.error("session %s task failed: %s", session_id, task.exception())
 

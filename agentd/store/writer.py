@@ -195,17 +195,7 @@ class BatchingWriter:
             await self._room.wait()
         return self._buffer(steps, snapshot)
 
-    def submit_nowait(self, steps: list[StepRecord] | None = None, snapshot: SessionRecord | None = None) -> int:
-        """Like ``submit`` without backpressure, for callers that cannot await (rare)."""
-        if self._closing:
-            raise WriterClosed("the writer is closed")
-        return self._buffer(
-            [step.to_values() for step in steps] if steps else None,
-            snapshot.to_values() if snapshot is not None else None,
-            backpressure=False,
-        )
-
-    def _buffer(self, steps: list[Row] | None, snapshot: Row | None, *, backpressure: bool = True) -> int:
+    def _buffer(self, steps: list[Row] | None, snapshot: Row | None) -> int:
         if steps:
             for step in steps:
                 self._steps.append(step)
@@ -214,7 +204,7 @@ class BatchingWriter:
         buffered = len(self._steps) + len(self._snapshots)
         if buffered >= self.flush_max_rows:
             self._wake.set()
-        if backpressure and buffered >= self.max_buffered_rows:
+        if buffered >= self.max_buffered_rows:
             self._room.clear()
         return self._generation
 
