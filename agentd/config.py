@@ -34,6 +34,7 @@ __all__ = [
     "LoggingConfig",
     "MaintenanceConfig",
     "QueueConfig",
+    "RetentionConfig",
     "RuntimeConfig",
     "Settings",
     "StorageConfig",
@@ -111,6 +112,17 @@ class MaintenanceConfig(_Section):
     )
 
 
+class RetentionConfig(_Section):
+    """How much history is kept; 0 means "no limit" for each rule. The latest snapshot always stays."""
+
+    steps_per_session: int = Field(0, ge=0, description="keep the last N steps of each session (0 = all)")
+    step_max_age: float = Field(0.0, ge=0, description="delete steps older than this many seconds (0 = never)")
+    stopped_session_max_age: float = Field(
+        0.0, ge=0, description="purge stopped sessions (and their steps) this many seconds after they stop"
+    )
+    message_max_age: float = Field(0.0, ge=0, description="delete conversation messages older than this (0 = never)")
+
+
 class RuntimeConfig(_Section):
     heartbeat_interval: float = Field(1.0, gt=0, description="default seconds between ticks")
     tick_timeout: float = Field(30.0, gt=0, description="a tick running longer is an error step")
@@ -126,6 +138,7 @@ class GatewayConfig(_Section):
     max_queue: int = Field(1000, ge=1, description="per-subscriber queue before disconnect")
     max_frame_bytes: int = Field(65_536, ge=256)
     max_connections: int = Field(10_000, ge=1)
+    require_token: bool = Field(False, description="require the token on loopback binds too (the unit sets it)")
 
 
 class LLMConfig(_Section):
@@ -180,6 +193,7 @@ class Settings(BaseSettings):
     writer: WriterConfig = WriterConfig()
     queue: QueueConfig = QueueConfig()
     maintenance: MaintenanceConfig = MaintenanceConfig()
+    retention: RetentionConfig = RetentionConfig()
     runtime: RuntimeConfig = RuntimeConfig()
     gateway: GatewayConfig = GatewayConfig()
     llm: LLMConfig = LLMConfig()

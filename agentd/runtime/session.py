@@ -44,7 +44,7 @@ CommandResult = tuple[dict[str, Any], int]
 # runs ~10k times a second per worker). Fail at import, not at the first flush, if a schema moves.
 _STEP_COLUMNS = (
     *("session_id", "agent_id", "shard", "seq", "ts", "status", "kind", "text", "data", "state", "guidance"),
-    *("notes", "latency_ms", "error", "epoch"),
+    *("notes", "latency_ms", "error", "epoch", "action_id"),
 )
 _SESSION_COLUMNS = (
     *("session_id", "agent_id", "agent_type", "shard", "status", "desired_status", "config", "context"),
@@ -66,6 +66,8 @@ class Command:
     kind: str  # create | pause | resume | interrupt | destroy | shutdown
     payload: dict[str, Any] = field(default_factory=dict)
     future: asyncio.Future[CommandResult] | None = None
+    # The queued action this command applies; recorded on the step it causes.
+    action_id: str | None = None
 
 
 class SessionRunner:
@@ -303,6 +305,7 @@ class SessionRunner:
         notes: str | None = None,
         error: str | None = None,
         latency_ms: float | None = None,
+        action_id: str | None = None,
     ) -> int:
         """Append a step with the current state and submit the snapshot; returns the generation.
 
@@ -334,6 +337,7 @@ class SessionRunner:
             latency_ms,
             error,
             self.epoch,
+            action_id,
         )
         return await self.writer.submit_values([step], snapshot)
 

@@ -87,6 +87,7 @@ class Store:
             if spec.name not in existing and not create:
                 raise StoreError(f"database at {uri} has no table {spec.name!r}: not an agentd database?")
             tables[spec.name] = await _open_or_create(conn, spec)
+            await _add_missing_columns(tables[spec.name], spec)
         recorded = await _ensure_meta(tables["meta"], num_shards)
         if recorded != num_shards:
             raise StoreError(
@@ -104,9 +105,16 @@ class Store:
 
 
 def _prepare_local_dir(path: Path, create: bool) -> None:
+    """Create the directory owner-only (0700): sessions, guidance and transcripts are private.
+
+    An existing directory keeps its mode (an operator may have widened it on purpose, e.g. the
+    unit's ``StateDirectoryMode=``); files LanceDB creates inside follow the process umask,
+    which agentd sets to 077 at start (``agentd.cli``).
+    """
     if not create and not path.exists():
         raise StoreError(f"no agentd database at {path} (start the daemon once to create it)")
-    path.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        path.mkdir(parents=True, mode=0o700, exist_ok=True)
 
 
 async def _table_names(conn: Any) -> list[str]:
@@ -139,6 +147,27 @@ async def _open_or_create(conn: Any, spec: TableSpec) -> Any:
                 log.debug("set_unenforced_primary_key on %s: %s", spec.name, exc)
         return table
     raise StoreError(f"could not open or create table {spec.name!r}")
+
+
+async def _add_missing_columns(table: Any, spec: TableSpec) -> None:
+    """Migrate a table created by an older agentd: add the columns it lacks, all null.
+
+    New columns are always nullable, so old rows stay valid. Two processes opening an old
+    database at once may race here; the loser finds the columns present on its next look.
+    """
+    for attempt in range(5):
+        present = set((await table.schema()).names)
+        missing = [field for field in spec.schema if field.name not in present]
+        if not missing:
+            return
+        try:
+            await table.add_columns(missing)
+            log.info("table %s: added columns %s", spec.name, ", ".join(f.name for f in missing))
+            return
+        except Exception as exc:
+            log.debug("adding columns to %s raced (%s); re-checking", spec.name, exc)
+            await asyncio.sleep(0.05 * (attempt + 1))
+    raise StoreError(f"cannot add columns to table {spec.name!r}")
 
 
 async def _ensure_meta(meta: Any, num_shards: int) -> int:

@@ -46,6 +46,9 @@ SCHEMA = pa.schema(
         pa.field("latency_ms", pa.float64()),
         pa.field("error", pa.string()),
         pa.field("epoch", pa.int64()),
+        # The control action that caused this step (guidance, lifecycle), so that a replayed
+        # action is recognised and only re-acknowledged; None for ticks.
+        pa.field("action_id", pa.string()),
     ]
 )
 
@@ -79,6 +82,7 @@ class StepRecord(Record):
     error: str | None = None
     # Ownership epoch of the writer (fencing; 0 when not fenced).
     epoch: int = 0
+    action_id: str | None = None
 
 
 async def read_steps(table: Any, session_id: str, *, since: int = 0, limit: int | None = None) -> list[StepRecord]:
