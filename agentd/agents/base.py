@@ -9,7 +9,8 @@ Hooks, in the order the runtime calls them:
 - ``validate_create(services)`` checks the world at creation (e.g. the conversation exists);
 - ``initial_context()`` gives the first context snapshot (a flat JSON object);
 - ``on_start()`` runs when the session starts or resumes in a process;
-- ``do_tick(tick)`` does one unit of work and returns a ``StepOutcome``;
+- ``do_tick(tick)`` does one unit of work and returns a ``StepOutcome`` (``quiet=True`` when it
+  had nothing to say: such a tick leaves no step unless it changed the context);
 - ``normalize_guidance(raw)`` turns a JSON object or free text into the type's guidance model
   (raise ``GuidanceError`` to reject it); ``apply_guidance(normalized)`` returns a ``GuidanceEffect``
   (context delta, wake now?);
@@ -74,6 +75,11 @@ class StepOutcome(BaseModel):
     context_delta: dict[str, Any] = Field(default_factory=dict)
     # The tick asks the session to stop after this step (it is destroyed cleanly).
     stop: bool = False
+    # A tick that said nothing and changed nothing (an idle persona with no new message). The
+    # runtime appends no step for it when its ``context_delta`` holds no key whose value differs
+    # from the current context, unless the agent type's ``record_quiet_ticks`` is True: an idle
+    # session would otherwise grow its history by one blank step per heartbeat forever.
+    quiet: bool = False
 
 
 @dataclass(slots=True)
@@ -122,6 +128,9 @@ class Agent:
     guidance_model: ClassVar[type[BaseModel]] = BaseModel
     # Stop the session (status error) after this many consecutive error steps; None = never.
     max_consecutive_errors: ClassVar[int | None] = None
+    # Keep a step for every quiet tick (``StepOutcome.quiet``) too, e.g. for a type whose
+    # users want a visible heartbeat; off by default so idle sessions cost no storage.
+    record_quiet_ticks: ClassVar[bool] = False
 
     def __init__(self, config: AgentConfig, services: AgentServices) -> None:
         self.config = config
