@@ -1,8 +1,12 @@
 """Background maintenance that keeps reads flat as data grows.
 
-Per pass and per table: compaction of small fragments plus cleanup of versions older than a
-long window (``optimize``), scalar indexes on the filtered columns (created once the table
-has rows; ``optimize`` folds new rows into them), and retention of finished actions.
+Per pass: retention first (finished actions, and with ``[retention]`` old steps, stopped
+sessions and old messages: ``agentd.store.retention``), so that the compaction that follows
+rewrites the fragments those deletes left holes in; then per table compaction of small
+fragments plus cleanup of versions older than a long window (``optimize``), and scalar indexes
+on the filtered columns (created once the table has rows; ``optimize`` folds new rows into them).
+Deleted rows leave the disk only when the versions that still reference them are cleaned up,
+``cleanup_older_than`` later.
 
 Safe beside writers in other processes: a compaction that meets a concurrent update fails
 with "preempted" and is not retried by LanceDB, so it is recorded as skipped and retried on
@@ -24,6 +28,7 @@ from lancedb.index import Bitmap, BTree
 
 from agentd.store.actions import purge_finished_actions
 from agentd.store.db import TABLES, Store
+from agentd.store.retention import RetentionLimits, RetentionReport, apply_retention
 from agentd.store.spec import TableSpec
 
 __all__ = ["MaintenanceReport", "TableReport", "ensure_indexes", "maintenance_loop", "run_maintenance"]
@@ -47,11 +52,14 @@ class MaintenanceReport:
     seconds: float = 0.0
     actions_purged: int = 0
     tables: list[TableReport] = field(default_factory=list)
+    # None when no [retention] rule is set.
+    retention: RetentionReport | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "seconds": round(self.seconds, 3),
             "actions_purged": self.actions_purged,
+            "retention": None if self.retention is None else self.retention.as_dict(),
             "tables": {
                 t.table: {
                     "ms": round(t.seconds * 1000, 1),
@@ -69,7 +77,26 @@ class MaintenanceReport:
             f"{t.table}:{t.seconds * 1000:.0f}ms" + (f"(skipped: {t.skipped})" if t.skipped else "")
             for t in self.tables
         ]
-        return f"maintenance {self.seconds:.2f}s purged={self.actions_purged} " + " ".join(parts)
+        kept = ""
+        if self.retention is not None:
+            r = self.retention
+            kept = (
+                f"steps_deleted={r.steps_deleted} sessions_purged={r.sessions_purged} "
+                f"messages_deleted={r.messages_deleted} " + (f"(retention skipped: {r.skipped}) " if r.skipped else "")
+            )
+        return f"maintenance {self.seconds:.2f}s purged={self.actions_purged} " + kept + " ".join(parts)
+
+
+def _retention_on(limits: RetentionLimits | None) -> bool:
+    return limits is not None and any(
+        value > 0
+        for value in (
+            limits.steps_per_session,
+            limits.step_max_age,
+            limits.stopped_session_max_age,
+            limits.message_max_age,
+        )
+    )
 
 
 async def ensure_indexes(table: Any, spec: TableSpec) -> list[str]:
@@ -112,8 +139,12 @@ async def run_maintenance(
     *,
     cleanup_older_than: float = 1800.0,
     action_retention: float | None = 86_400.0,
+    retention: RetentionLimits | None = None,
 ) -> MaintenanceReport:
-    """One maintenance pass over every table; returns what it did and how long it took."""
+    """One maintenance pass over every table; returns what it did and how long it took.
+
+    ``retention`` is the ``[retention]`` section; None (or all limits 0) keeps all history.
+    """
     report = MaintenanceReport()
     started = time.perf_counter()
     if action_retention is not None:
@@ -121,6 +152,8 @@ async def run_maintenance(
             report.actions_purged = await purge_finished_actions(store.actions, action_retention)
         except Exception as exc:
             log.info("action retention skipped until next pass: %s", exc)
+    if retention is not None and _retention_on(retention):
+        report.retention = await apply_retention(store, retention)
     for spec in TABLES:
         report.tables.append(await _maintain_table(store.tables[spec.name], spec, cleanup_older_than))
     report.seconds = time.perf_counter() - started
@@ -136,6 +169,7 @@ async def maintenance_loop(
     action_retention: float | None,
     stop: asyncio.Event,
     on_report: Callable[[MaintenanceReport], None] | None = None,
+    retention: RetentionLimits | None = None,
 ) -> None:
     """Run a pass every ``interval`` seconds until ``stop`` is set. Never raises on a bad pass."""
     while not stop.is_set():
@@ -146,7 +180,10 @@ async def maintenance_loop(
             pass
         try:
             report = await run_maintenance(
-                store, cleanup_older_than=cleanup_older_than, action_retention=action_retention
+                store,
+                cleanup_older_than=cleanup_older_than,
+                action_retention=action_retention,
+                retention=retention,
             )
             if on_report is not None:
                 on_report(report)
