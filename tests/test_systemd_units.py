@@ -64,6 +64,16 @@ def test_required_directives() -> None:
     assert "ReadWritePaths" not in gateway and "StateDirectory" not in gateway
 
 
+def test_units_require_the_gateway_token_and_keep_it_out_of_the_unit() -> None:
+    """Issue 11, finding 13: the loopback gateway needs the token under systemd; the token
+    comes from an optional environment file (or a drop-in), never from the unit itself."""
+    for name in UNIT_NAMES:
+        unit = _directives((PACKAGED / name).read_text())
+        assert "AGENTD_GATEWAY__REQUIRE_TOKEN=true" in unit["Environment"], name
+        assert unit["EnvironmentFile"] == ["-/etc/agentd/agentd.env"], name
+        assert not any(v.startswith("AGENTD_GATEWAY__TOKEN=") for v in unit["Environment"]), name
+
+
 def test_render_substitutes_exec_start_only() -> None:
     units = render_units(agentd_path="/opt/agent d/bin/agentd", config_path="/etc/x%/config.toml")
     main = _directives(units["agentd.service"])

@@ -3,6 +3,12 @@
 Counters are plain integers bumped on the event loop (no locks needed); the report is a
 pydantic model so that the supervisor's status (and ``agentctl daemon status``) can parse the
 same JSON the HTTP endpoint returns.
+
+Two levels, because the probe must work without the token: ``HealthSummary`` (status, uptime,
+counts) is answered to anyone; ``HealthReport`` adds the tails' detail (error texts, versions,
+read costs) and the delivery counters, and is answered only to a request that passes the token
+check. The supervisor's probe sends no token, so it can never hand the token to whatever
+listens on the gateway's port.
 """
 
 from __future__ import annotations
@@ -11,9 +17,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
-__all__ = ["DeliveryStats", "GatewayStats", "HealthReport", "TailReport", "TailStats"]
+__all__ = ["DeliveryStats", "GatewayStats", "HealthReport", "HealthSummary", "TailReport", "TailStats"]
 
 
 @dataclass(slots=True)
@@ -40,6 +46,8 @@ class TailStats:
     gaps_filled: int = 0
     gaps_unfilled: int = 0
     duplicates_dropped: int = 0
+    # Rows that could not be decoded (bad JSON column, failed validation): left out, logged once.
+    quarantined: int = 0
 
 
 @dataclass(slots=True)
@@ -82,6 +90,7 @@ class TailReport(BaseModel):
     gaps_filled: int
     gaps_unfilled: int
     duplicates_dropped: int
+    quarantined: int
 
     @classmethod
     def of(cls, t: TailStats, now: float) -> TailReport:
@@ -101,19 +110,33 @@ class TailReport(BaseModel):
             gaps_filled=t.gaps_filled,
             gaps_unfilled=t.gaps_unfilled,
             duplicates_dropped=t.duplicates_dropped,
+            quarantined=t.quarantined,
         )
 
 
-class HealthReport(BaseModel):
-    """Body of ``GET /healthz``; ``status`` is ``lagging`` (HTTP 503) when a tail has stalled."""
+class HealthSummary(BaseModel):
+    """``GET /healthz`` without the token: nothing about sessions, the database or errors.
+
+    ``status`` is ``lagging`` (HTTP 503) when a tail has stalled.
+    """
+
+    model_config = ConfigDict(extra="ignore")
 
     status: Literal["ok", "lagging"]
     uptime_s: float
     connections: int
     subscriptions: int
     rooms: int
+
+
+class HealthReport(HealthSummary):
+    """``GET /healthz`` with the token (or on a gateway without one): the summary plus detail."""
+
     tail: dict[str, TailReport]
     delivered: DeliveryStats
+
+    def summary(self) -> HealthSummary:
+        return HealthSummary.model_validate(self.model_dump(include=set(HealthSummary.model_fields)))
 
     @classmethod
     def build(

@@ -123,6 +123,8 @@ class StepBody(_Event):
     notes: str | None = None
     latency_ms: float | None = None
     error: str | None = None
+    # The control action that caused the step (guidance, lifecycle); None for ticks.
+    action_id: str | None = None
 
 
 class StepEvent(StepBody):

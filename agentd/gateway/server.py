@@ -21,13 +21,14 @@ import os
 import resource
 import signal
 from typing import Any
+from urllib.parse import quote, quote_plus
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
 
 from agentd.config import Settings
-from agentd.gateway.auth import GatewayConfigError, check_bind, token_ok
-from agentd.gateway.health import GatewayStats, HealthReport
+from agentd.gateway.auth import GatewayConfigError, RedactSecrets, check_bind, token_ok
+from agentd.gateway.health import GatewayStats, HealthReport, HealthSummary
 from agentd.gateway.protocol import CloseCodes
 from agentd.gateway.rooms import RoomRegistry
 from agentd.gateway.subscriber import Connection
@@ -54,6 +55,7 @@ HARD_FRAME_FACTOR = 4
 CLOSE_TIMEOUT = 5.0
 RESTART_REASON = "gateway restarting; reconnect and resubscribe with since=<last seq received>"
 DB_WAIT_INTERVAL = 1.0
+WS_LOGGER = "agentd.gateway.websockets"
 
 
 class GatewayStarted(asyncio.Event):
@@ -84,6 +86,10 @@ class Gateway:
         self._ctx: GatewayContext | None = None
         self._server: Server | None = None
         self._closed: asyncio.Future[None] | None = None
+        # Removed again by close(): websockets' DEBUG log shows request lines and headers.
+        token = self.config.token
+        self._redact = RedactSecrets([token, quote(token, safe=""), quote_plus(token, safe="")])
+        logging.getLogger(WS_LOGGER).addFilter(self._redact)
 
     @property
     def port(self) -> int:
@@ -127,7 +133,7 @@ class Gateway:
             max_size=self.config.max_frame_bytes * HARD_FRAME_FACTOR,
             max_queue=4,
             close_timeout=CLOSE_TIMEOUT,
-            logger=logging.getLogger("agentd.gateway.websockets"),
+            logger=logging.getLogger(WS_LOGGER),
         )
         log.info("gateway listening on ws://%s:%d", self.config.host or "*", self.port)
         return True
@@ -168,9 +174,11 @@ class Gateway:
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         path = request.path.partition("?")[0]
         if path == "/healthz":
+            # Anyone gets the summary (a probe needs no token); the detail needs the token.
             report = self.health()
+            body: HealthSummary = report if token_ok(request, self.config.token) else report.summary()
             status = http.HTTPStatus.OK if report.status == "ok" else http.HTTPStatus.SERVICE_UNAVAILABLE
-            response = connection.respond(status, report.model_dump_json() + "\n")
+            response = connection.respond(status, body.model_dump_json() + "\n")
             del response.headers["Content-Type"]
             response.headers["Content-Type"] = "application/json"
             return response
@@ -213,6 +221,7 @@ class Gateway:
                 await self._server.wait_closed()
             log.info("gateway closed (%d connections closed with %d)", self.stats.delivery.connections_total, code)
         finally:
+            logging.getLogger(WS_LOGGER).removeFilter(self._redact)
             self._closed.set_result(None)
 
 
