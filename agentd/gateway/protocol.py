@@ -22,6 +22,8 @@ from agentd.store.conversations import MessageRecord
 from agentd.store.steps import StepRecord
 
 __all__ = [
+    "OVERFLOW_REASON",
+    "RESTART_REASON",
     "SINCE_LIMIT",
     "ClientOp",
     "CloseCodes",
@@ -47,6 +49,14 @@ __all__ = [
 
 # A seq above this cannot exist (int64 column); refusing it keeps SQL literals in range.
 SINCE_LIMIT = 2**62
+# Python's decoder stops near its recursion limit (~1,000); only used in the error text.
+MAX_DEPTH_HINT = 900
+
+# Close reasons (at most 123 bytes, RFC 6455 §5.5.1) tell a client how to resume exactly: an
+# agent room has one position per session, so it resumes with a map, never with one integer.
+RESUME_HINT = 'resubscribe with since=<last seq> (run::<agent>::* rooms: {"<session_id>": <last seq>})'
+RESTART_REASON = "gateway restarting; reconnect, " + RESUME_HINT
+OVERFLOW_REASON = "slow consumer: queue overflowed; " + RESUME_HINT
 
 
 class CloseCodes(IntEnum):
@@ -77,8 +87,9 @@ class SubscribeOp(_Op):
     """``{"op":"subscribe","room":...,"since":N}``: snapshot of steps with seq > since, then live.
 
     ``since`` is a per-session seq for ``run::<agent>::<session>``, a message position for
-    ``conv::<id>``; for ``run::<agent>::*`` it applies to every session, or is an object
-    ``{"<session_id>": seq}`` (sessions not named start at 0).
+    ``conv::<id>``; for ``run::<agent>::*`` it is 0 or an object ``{"<session_id>": seq}``
+    (sessions not named start at 0). One integer above 0 is refused for an agent room: its
+    sessions are at different seqs, so it would skip steps of some and repeat others.
     """
 
     op: Literal["subscribe"]
@@ -216,6 +227,9 @@ def parse_client_frame(data: bytes | str) -> SubscribeOp | UnsubscribeOp | PingO
     """Decode one client frame; a problem becomes an ErrorEvent to send back, never an exception."""
     try:
         obj = json.loads(data)
+    except RecursionError:
+        # A frame of 100k nested lists fits in max_frame_bytes; the decoder gives up on depth.
+        return ErrorEvent(error=f"malformed JSON: nested deeper than {MAX_DEPTH_HINT} levels", code="bad_json")
     except (ValueError, UnicodeDecodeError) as exc:
         return ErrorEvent(error=f"malformed JSON: {exc}", code="bad_json")
     if not isinstance(obj, dict):
@@ -226,8 +240,10 @@ def parse_client_frame(data: bytes | str) -> SubscribeOp | UnsubscribeOp | PingO
         return ErrorEvent(
             error=f"unknown op {op!r}; expected one of {', '.join(_KNOWN_OPS)}", code="unknown_op", op=shown
         )
+    room = obj.get("room") if isinstance(obj.get("room"), str) else None
     try:
         return _CLIENT_OP.validate_python(obj)
     except ValidationError as exc:
-        room = obj.get("room") if isinstance(obj.get("room"), str) else None
         return ErrorEvent(error=f"invalid {op}: {_describe(exc)}", code="invalid", op=op, room=room)
+    except RecursionError:
+        return ErrorEvent(error=f"invalid {op}: nested too deeply", code="invalid", op=op, room=room)

@@ -29,7 +29,7 @@ from websockets.http11 import Request, Response
 from agentd.config import Settings
 from agentd.gateway.auth import GatewayConfigError, RedactSecrets, check_bind, token_ok
 from agentd.gateway.health import GatewayStats, HealthReport, HealthSummary
-from agentd.gateway.protocol import CloseCodes
+from agentd.gateway.protocol import RESTART_REASON, CloseCodes
 from agentd.gateway.rooms import RoomRegistry
 from agentd.gateway.subscriber import Connection
 from agentd.gateway.subscription import GatewayContext
@@ -53,7 +53,6 @@ EXIT_FAILURE = 1
 EXIT_CONFIG = 78  # EX_CONFIG: a supervisor should not restart it in a loop
 HARD_FRAME_FACTOR = 4
 CLOSE_TIMEOUT = 5.0
-RESTART_REASON = "gateway restarting; reconnect and resubscribe with since=<last seq received>"
 DB_WAIT_INTERVAL = 1.0
 WS_LOGGER = "agentd.gateway.websockets"
 

@@ -34,6 +34,7 @@ from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
 from agentd.gateway.protocol import (
+    OVERFLOW_REASON,
     CloseCodes,
     ErrorEvent,
     PingOp,
@@ -61,7 +62,6 @@ __all__ = ["MAX_ROOMS_PER_CONNECTION", "OVERFLOW_REASON", "Connection"]
 log = logging.getLogger(__name__)
 
 MAX_ROOMS_PER_CONNECTION = 256
-OVERFLOW_REASON = "slow consumer: event queue overflowed; resubscribe with since=<last seq received>"
 
 
 class Connection:
@@ -212,6 +212,16 @@ class Connection:
             await self._error(
                 ErrorEvent(
                     error="since as an object is only for run::<agent_id>::*", code="invalid", op=op.op, room=op.room
+                )
+            )
+            return
+        if isinstance(room, AgentRoom) and isinstance(op.since, int) and op.since > 0:
+            await self._error(
+                ErrorEvent(
+                    error='an agent room resumes per session: since={"<session_id>": <last seq>, ...} (or 0)',
+                    code="invalid",
+                    op=op.op,
+                    room=op.room,
                 )
             )
             return
