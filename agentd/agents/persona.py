@@ -1,9 +1,17 @@
 """PersonaAgent: a named persona bound to one conversation that replies to new messages.
 
 Context contract (tools read it by key): ``{"conversation_id", "name", "tone", "cooldown",
-"last_seen", "paused", ...}``; ``last_seen`` is the ISO time of the newest message read.
+"last_seen", "last_seen_id", "last_seen_version", "last_spoke_at", "replies", "speak_now",
+"paused", ...}``:
+- ``last_seen_version`` is the read marker: the highest commit position (the messages table's
+  ``_row_created_at_version``) of the messages read. "New" means committed after it. A stamp
+  taken before the commit cannot be the marker: a message stamped earlier may commit later,
+  and would then never be read (agentd.store.conversations). ``last_seen`` and
+  ``last_seen_id`` are the ISO stamp and the id of the newest message read, for tools.
+- ``replies`` counts recorded replies; only the step that records a reply advances it.
+- ``cooldown_until`` is set while unread messages wait for the cooldown.
 
-Activation rule, checked each tick over the messages newer than ``last_seen``:
+Activation rule, checked each tick over the new messages, in commit order:
 1. there is a new message and the newest is not this persona's own;
 2. the cooldown has elapsed since this persona last spoke (otherwise the messages stay unread
    and the persona answers once the cooldown is over);
@@ -13,15 +21,33 @@ Activation rule, checked each tick over the messages newer than ``last_seen``:
 4. the model may decline (``should_speak``).
 Guidance ``speak_now`` (or "speak now") skips rules 1-4 once, at once.
 
-Exactly once: the reply's message id is derived from (session_id, seq). If the process dies
-after posting but before the step is durable, the session resumes at the same seq, finds its
-message already there and records it instead of posting (or generating) again.
+Exactly once, by construction: reply number k (``replies + 1``) has the message id
+``reply_message_id(session_id, k)`` whatever seq the tick takes (a guidance step may take the
+seq of a tick that died). Every tick first reconciles: if reply k is already in the
+conversation (posted before a crash, or by a tick whose timeout fired after the post committed)
+it records it (``data.replayed``) instead of deciding or generating again. This comes before
+any silence rule, since after a crash that reply is the newest message and rule 1 would hide
+it. It costs nothing extra: the marker only moves with a step, and the post committed after
+the read behind that step, so reply k is among the new messages. An insert that finds the id
+taken (a timed-out tick's commit landing late) reads the stored message back by id (indexed)
+and records that.
+
+Quiet ticks: every silent tick is ``quiet``; with no new message its context delta is empty,
+so the runtime appends no step (``Agent.record_quiet_ticks``) and an idle persona costs no
+storage. A cooldown wait records one step, then repeats the same ``cooldown_until``.
+
+Fault injection, for crash tests only: ``AGENTD_FAULT_AFTER_REPLY_POST=exit`` ends the process
+(``os._exit(137)``, no cleanup, as a kill -9) right after a reply's insert commits and before
+its step is durable; ``=stall`` blocks there until the tick timeout fires.
 """
 
 from __future__ import annotations
 
+import asyncio
+import os
 import re
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -43,15 +69,57 @@ from agentd.store.conversations import (
     ParticipantRecord,
     add_participant,
     get_conversation,
+    get_message,
     insert_messages,
     read_messages,
+    read_messages_after_version,
 )
-from agentd.store.sql import sql_str, sql_ts
 from agentd.timeutil import utcnow
 
-__all__ = ["PersonaAgent", "PersonaConfig", "PersonaGuidance"]
+__all__ = ["FAULT_AFTER_REPLY_POST", "PersonaAgent", "PersonaConfig", "PersonaGuidance", "reply_message_id"]
 
 TRANSCRIPT_LINES = 20
+FAULT_AFTER_REPLY_POST = "AGENTD_FAULT_AFTER_REPLY_POST"
+
+
+def reply_message_id(session_id: str, index: int) -> str:
+    """The message id of a session's reply number ``index`` (1-based): the durable intent."""
+    return deterministic_id("m", session_id, "reply", str(index))
+
+
+async def _fault_after_reply_post() -> None:
+    """The crash-test hook of the module doc: an environment lookup per reply, nothing else."""
+    fault = os.environ.get(FAULT_AFTER_REPLY_POST)
+    if fault == "exit":
+        os._exit(137)
+    if fault == "stall":
+        await asyncio.sleep(3600)  # cancelled by the runtime's tick timeout
+
+
+@dataclass(slots=True)
+class _Window:
+    """What a tick read: the new messages (commit order) and how to mark them read."""
+
+    new: list[tuple[int, MessageRecord]]
+    # The highest commit version read (over every row read, for a legacy context).
+    upto: int
+    # The context had no version marker yet (a session from before it).
+    legacy: bool
+
+    def mark(self) -> dict[str, Any]:
+        """The context delta that marks every new message read (empty when there is none)."""
+        if self.new:
+            version, message = self.new[-1]
+            return _marker(max(version, self.upto), message)
+        return {"last_seen_version": self.upto} if self.legacy else {}
+
+
+def _marker(version: int, message: MessageRecord) -> dict[str, Any]:
+    return {
+        "last_seen_version": version,
+        "last_seen": message.created_at.isoformat(),
+        "last_seen_id": message.message_id,
+    }
 
 
 class PersonaConfig(AgentConfig):
@@ -140,6 +208,7 @@ class PersonaAgent(Agent):
             "cooldown": cfg.cooldown,
             "last_seen": None,
             "last_seen_id": None,
+            "last_seen_version": 0,
             "last_spoke_at": None,
             "replies": 0,
             "speak_now": False,
@@ -153,45 +222,47 @@ class PersonaAgent(Agent):
     def _is_own(self, message: MessageRecord) -> bool:
         return bool(message.meta and message.meta.get("session_id") == self.services.session_id)
 
-    async def _new_messages(self, context: dict[str, Any]) -> list[MessageRecord]:
-        seen = context.get("last_seen")
-        seen_id = context.get("last_seen_id") or ""
-        since = datetime.fromisoformat(seen) if seen else None
+    async def _read_window(self, context: dict[str, Any]) -> _Window:
+        """The messages committed after the marker (one filtered read; see the module doc)."""
         table = self.services.store.messages
-        if since is None:
-            messages = await read_messages(table, self.cfg.conversation_id)
-        else:
-            clause = f"conversation_id = {sql_str(self.cfg.conversation_id)} AND created_at >= {sql_ts(since)}"
-            messages = MessageRecord.from_arrow(await table.query().where(clause).to_arrow())
-            messages.sort(key=lambda m: (m.created_at, m.message_id))
-            messages = [m for m in messages if (m.created_at, m.message_id) > (since, seen_id)]
-        return messages
+        cid = self.cfg.conversation_id
+        marker = context.get("last_seen_version")
+        if marker is not None or not context.get("last_seen"):
+            new = await read_messages_after_version(table, cid, int(marker or 0))
+            return _Window(new, max((v for v, _ in new), default=0), legacy=False)
+        # A context from before the version marker: read everything once, take as new what the
+        # old stamp marker had not seen, and let the next step record the version marker.
+        rows = await read_messages_after_version(table, cid, 0)
+        seen = (datetime.fromisoformat(context["last_seen"]), str(context.get("last_seen_id") or ""))
+        new = [(v, m) for v, m in rows if (m.created_at, m.message_id) > seen]
+        return _Window(new, max((v for v, _ in rows), default=0), legacy=True)
 
     async def do_tick(self, tick: Tick) -> StepOutcome:
         context = tick.context
         forced = bool(context.get("speak_now"))
-        reply_id = deterministic_id("m", self.services.session_id, str(tick.seq))
-        new = await self._new_messages(context)
-        delta: dict[str, Any] = {"speak_now": False}
-        if new:
-            delta["last_seen"] = new[-1].created_at.isoformat()
-            delta["last_seen_id"] = new[-1].message_id
-        # A reply of this very seq already posted before a crash: record it, do not post again.
-        replayed = [m for m in new if m.message_id == reply_id]
-        if replayed:
-            return self._spoke(replayed[0], tick, delta, replayed=True)
-        reason = None if forced else await self._silence_reason(new, tick, context)
-        if reason == "cooldown":
-            delta.pop("last_seen", None)  # keep them unread: answer once the cooldown is over
-            delta.pop("last_seen_id", None)
-        if reason is not None:
-            return StepOutcome(status="info", notes=f"silent: {reason}", context_delta=delta)
-        transcript = await read_messages(self.services.store.messages, self.cfg.conversation_id, limit=TRANSCRIPT_LINES)
+        window = await self._read_window(context)
+        delta: dict[str, Any] = {"speak_now": False} if forced else {}
+        # Reconcile before any rule: reply k may be posted already and recorded by no step.
+        reply_id = reply_message_id(self.services.session_id, int(context.get("replies") or 0) + 1)
+        for version, message in window.new:
+            if message.message_id == reply_id:
+                delta.update(_marker(version, message))  # what came after it stays unread
+                return self._spoke(message, tick, delta, replayed=True)
+        recent: list[MessageRecord] | None = None
+        if not forced:
+            reason, silent_delta, recent = await self._silence(window, tick, context)
+            if reason is not None:
+                delta.update(silent_delta)
+                return StepOutcome(status="info", notes=f"silent: {reason}", context_delta=delta, quiet=True)
+        delta.update(window.mark())
+        if recent is None:
+            recent = await read_messages(self.services.store.messages, self.cfg.conversation_id, limit=TRANSCRIPT_LINES)
+        transcript = recent[-TRANSCRIPT_LINES:]
         lines = [TranscriptLine(author=self._display(m), text=m.text) for m in transcript]
         last_speaker = lines[-1].author if lines else ""
         reply = await self.services.llm.persona_reply(self.cfg.name, str(context.get("tone")), lines, last_speaker)
         if not reply.should_speak and not forced:
-            return StepOutcome(status="info", notes="silent: the model declined", context_delta=delta)
+            return StepOutcome(status="info", notes="silent: the model declined", context_delta=delta, quiet=True)
         message = MessageRecord(
             message_id=reply_id,
             conversation_id=self.cfg.conversation_id,
@@ -202,19 +273,28 @@ class PersonaAgent(Agent):
             meta={"session_id": self.services.session_id, "name": self.cfg.name, "source": reply.source},
             created_at=utcnow(),
         )
-        await insert_messages(self.services.store.messages, [message])
-        return self._spoke(message, tick, delta, replayed=False)
+        replayed = False
+        if await insert_messages(self.services.store.messages, [message]) == 0:
+            # Reply k landed meanwhile (the late commit of a tick that timed out): record that one.
+            stored = await get_message(self.services.store.messages, reply_id)
+            message, replayed = (stored, True) if stored is not None else (message, False)
+        await _fault_after_reply_post()
+        return self._spoke(message, tick, delta, replayed=replayed)
 
     def _spoke(self, message: MessageRecord, tick: Tick, delta: dict[str, Any], *, replayed: bool) -> StepOutcome:
-        delta.update(
-            last_seen=message.created_at.isoformat(),
-            last_seen_id=message.message_id,
-            last_spoke_at=message.created_at.isoformat(),
-            replies=int(tick.context.get("replies", 0)) + 1,
-        )
+        index = int(tick.context.get("replies") or 0) + 1
+        delta.update(last_spoke_at=message.created_at.isoformat(), replies=index)
+        if tick.context.get("cooldown_until") is not None:
+            delta["cooldown_until"] = None
+        data = {
+            "message_id": message.message_id,
+            "conversation_id": self.cfg.conversation_id,
+            "reply": index,
+            "replayed": replayed,
+        }
         return StepOutcome(
             text=message.text,
-            data={"message_id": message.message_id, "conversation_id": self.cfg.conversation_id, "replayed": replayed},
+            data=data,
             notes="offline generator" if message.meta and message.meta.get("source") == "offline" else None,
             context_delta=delta,
         )
@@ -223,21 +303,35 @@ class PersonaAgent(Agent):
     def _display(message: MessageRecord) -> str:
         return str((message.meta or {}).get("name") or message.author_id)
 
-    async def _silence_reason(self, new: list[MessageRecord], tick: Tick, context: dict[str, Any]) -> str | None:
+    async def _silence(
+        self, window: _Window, tick: Tick, context: dict[str, Any]
+    ) -> tuple[str | None, dict[str, Any], list[MessageRecord] | None]:
+        """Rules 1-3: (why silent or None, the silent tick's context delta, recent messages if read)."""
+        new = window.new
         if not new:
-            return "no new messages"
-        if self._is_own(new[-1]):
-            return "the latest message is my own"
+            return "no new messages", window.mark(), None
+        if all(self._is_own(m) for _, m in new):
+            # Only its own recorded replies since the marker (the usual tick after a reply): the
+            # marker stays, so the tick changes nothing and leaves no step.
+            return "the latest message is my own", window.mark() if window.legacy else {}, None
+        if self._is_own(new[-1][1]):
+            return "the latest message is my own", window.mark(), None
         last_spoke = context.get("last_spoke_at")
-        cooldown = float(context.get("cooldown", self.cfg.cooldown))
-        if last_spoke and (tick.now - datetime.fromisoformat(last_spoke)).total_seconds() < cooldown:
-            return "cooldown"
+        if last_spoke:
+            until = datetime.fromisoformat(last_spoke) + timedelta(
+                seconds=float(context.get("cooldown", self.cfg.cooldown))
+            )
+            if tick.now < until:
+                # Unread until then. Every tick of the wait gives the same value, so only the
+                # first one leaves a step.
+                return "cooldown", {"cooldown_until": until.isoformat()}, None
+        streak = self.cfg.max_agent_streak
         recent = await read_messages(
-            self.services.store.messages, self.cfg.conversation_id, limit=self.cfg.max_agent_streak
+            self.services.store.messages, self.cfg.conversation_id, limit=max(TRANSCRIPT_LINES, streak)
         )
-        if len(recent) >= self.cfg.max_agent_streak and all(m.role == "agent" for m in recent):
-            return f"{self.cfg.max_agent_streak} agent messages in a row; waiting for a user"
-        return None
+        if len(recent) >= streak and all(m.role == "agent" for m in recent[-streak:]):
+            return f"{streak} agent messages in a row; waiting for a user", window.mark(), recent
+        return None, {}, recent
 
     # -- guidance ----------------------------------------------------------------------------
 

@@ -3,6 +3,13 @@
 ``messages`` is append-mostly and tailed by the gateway (stable row ids). A message id may be
 chosen by the writer (deterministically, for exactly-once replies across a crash): inserting
 it is a ``merge_insert`` on the declared primary key, so a replay is a no-op.
+
+Order is commit order. ``created_at`` is stamped by the writer *before* its commit, so a message
+stamped earlier can commit later; a reader that keeps "the newest created_at I saw" as its
+marker would never read it. With stable row ids, Lance's ``_row_created_at_version`` is the
+version of the commit that added the row: messages are ordered by (that version, created_at,
+message_id), and a reader keeps the highest version it read as its marker ("new" means
+``_row_created_at_version > marker``): a message that commits later always has a higher one.
 """
 
 from __future__ import annotations
@@ -21,16 +28,19 @@ __all__ = [
     "CONVERSATIONS",
     "MESSAGES",
     "PARTICIPANTS",
+    "VERSION_COLUMN",
     "ConversationRecord",
     "MessageRecord",
     "MessageRole",
     "ParticipantRecord",
     "add_participant",
     "get_conversation",
+    "get_message",
     "insert_conversation",
     "insert_messages",
     "list_participants",
     "read_messages",
+    "read_messages_after_version",
 ]
 
 MessageRole = Literal["agent", "user", "system"]
@@ -79,6 +89,11 @@ MESSAGES = TableSpec(
     stable_row_ids=True,
     indexes=(IndexSpec("conversation_id"), IndexSpec("message_id")),
 )
+# Lance's change-data column: the table version whose commit added the row (MESSAGES has stable
+# row ids, without which it reads 1 for every row; the store asserts them at open).
+VERSION_COLUMN = "_row_created_at_version"
+_VERSIONED_COLUMNS = [*MESSAGE_SCHEMA.names, VERSION_COLUMN]
+
 PARTICIPANTS = TableSpec(
     "participants", PARTICIPANT_SCHEMA, primary_key="participant_id", indexes=(IndexSpec("conversation_id"),)
 )
@@ -144,15 +159,47 @@ async def insert_messages(table: Any, records: list[MessageRecord]) -> int:
     return await _insert_new(table, "message_id", MessageRecord.to_arrow(records))
 
 
+async def get_message(table: Any, message_id: str) -> MessageRecord | None:
+    """One message by id (an indexed lookup), or None."""
+    rows = await table.query().where(f"message_id = {sql_str(message_id)}").limit(1).to_arrow()
+    found = MessageRecord.from_arrow(rows)
+    return found[0] if found else None
+
+
+async def _read_versioned(table: Any, clause: str) -> list[tuple[int, MessageRecord]]:
+    """(commit version, message) pairs matching ``clause``, in commit order."""
+    rows = await table.query().where(clause).select(_VERSIONED_COLUMNS).to_arrow()
+    versions = [int(v) for v in rows.column(VERSION_COLUMN).to_pylist()]
+    records = MessageRecord.from_arrow(rows.drop_columns([VERSION_COLUMN]))
+    pairs = list(zip(versions, records, strict=True))
+    # One commit may add several messages: within it, the writer's stamp and then the id.
+    pairs.sort(key=lambda p: (p[0], p[1].created_at, p[1].message_id))
+    return pairs
+
+
+async def read_messages_after_version(table: Any, conversation_id: str, after: int) -> list[tuple[int, MessageRecord]]:
+    """Messages of a conversation committed after table version ``after``, in commit order.
+
+    Each comes with its commit version; the highest one is the reader's next marker. A message
+    committed after this read has a higher version than any returned, so nothing is skipped.
+    """
+    clause = f"conversation_id = {sql_str(conversation_id)} AND {VERSION_COLUMN} > {int(after)}"
+    return await _read_versioned(table, clause)
+
+
 async def read_messages(
     table: Any, conversation_id: str, *, since: datetime | None = None, limit: int | None = None
 ) -> list[MessageRecord]:
-    """Messages of a conversation in (created_at, message_id) order, optionally after ``since``."""
+    """Messages of a conversation in commit order, optionally stamped after ``since``.
+
+    ``limit`` keeps the last ones. Commit order is the order every reader (personas, the
+    gateway's conversation rooms) sees; for messages committed one at a time it is also the
+    order of ``created_at`` unless two writers raced.
+    """
     clause = f"conversation_id = {sql_str(conversation_id)}"
     if since is not None:
         clause += f" AND created_at > {sql_ts(since)}"
-    records = MessageRecord.from_arrow(await table.query().where(clause).to_arrow())
-    records.sort(key=lambda m: (m.created_at, m.message_id))
+    records = [m for _, m in await _read_versioned(table, clause)]
     return records[-limit:] if limit is not None else records
 
 
