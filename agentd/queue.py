@@ -7,9 +7,17 @@ re-runs a conflicting update against the latest version (LANCEDB.md), so a row a
 claimer already took no longer matches; the rows won are read back by the claim token.
 Losing a claim is normal and silent (arq's "already started elsewhere").
 
-A claim holds a lease. A claimer that dies leaves its rows ``claimed`` with an expired
-lease, and the next claim takes them over. ``complete``/``fail`` are compare-and-set on the
-claimed version, so acknowledging twice, or after losing the lease, is rejected.
+A claim holds a lease, which the claimer renews (``renew``) while the action waits or runs,
+so a slow tick or a slow commit never lets a live claim expire. A claimer never re-claims its
+own claims (its ``claimer`` name includes its ownership epoch, so it is unique per process
+start). A shard's *owner* (``takeover=True``) also takes over, at once, claims that any other
+claimer holds in its shards: only a predecessor that the supervisor has already killed and
+reaped (or that exited) can hold them, so nothing waits a lease after a restart. Claims
+without ``takeover`` wait for the lease to expire, as before.
+
+``complete``/``fail`` are compare-and-set on the claimed version and token, so acknowledging
+twice, after losing the lease, or after ``release`` (hand back at a graceful stop) is rejected.
+One unreadable row is failed on its own and never wedges a claim batch.
 """
 
 from __future__ import annotations
@@ -28,7 +36,7 @@ from agentd.store.actions import ActionRecord, purge_finished_actions
 from agentd.store.sql import sql_in, sql_str, sql_ts
 from agentd.timeutil import utcnow
 
-__all__ = ["Ack", "ActionQueue", "ClaimLost", "QueueError"]
+__all__ = ["Ack", "ActionQueue", "ClaimLost", "QueueError", "retryable"]
 
 log = logging.getLogger(__name__)
 
@@ -44,9 +52,22 @@ class ClaimLost(QueueError):
     """The action is no longer ours: completed already, or reclaimed after the lease expired."""
 
 
-def _retryable(exc: BaseException) -> bool:
+def retryable(exc: BaseException) -> bool:
+    """LanceDB's optimistic commit lost a race; running the operation again is safe."""
     text = f"{type(exc).__name__}: {exc}"
     return any(marker.lower() in text.lower() for marker in _RETRYABLE)
+
+
+def _parse_rows(rows: Any) -> tuple[list[ActionRecord], dict[str, str]]:
+    """Parse action rows one by one: the readable records, and the reason per unreadable row."""
+    records: list[ActionRecord] = []
+    unreadable: dict[str, str] = {}
+    for row in rows.to_pylist():
+        try:
+            records.append(ActionRecord.from_row(row))
+        except Exception as exc:
+            unreadable[str(row.get("action_id"))] = f"{type(exc).__name__}: {exc}"
+    return records, unreadable
 
 
 async def _with_retry(what: str, call: Any, attempts: int = 8) -> Any:
@@ -56,7 +77,7 @@ async def _with_retry(what: str, call: Any, attempts: int = 8) -> Any:
         try:
             return await call()
         except Exception as exc:
-            if not _retryable(exc) or attempt == attempts - 1:
+            if not retryable(exc) or attempt == attempts - 1:
                 raise
             log.debug("%s: commit conflict (%s), retrying", what, exc)
             await asyncio.sleep(delay * (1 + random.random()))
@@ -77,7 +98,8 @@ class Ack:
 class ActionQueue:
     """The queue of one database. Cheap to create; share one per process.
 
-    ``claimer`` identifies this process in ``claimed_by`` (default ``<host pid>``).
+    ``claimer`` identifies this process in ``claimed_by`` (default ``<host>:<pid>``); it must be
+    unique per process start (the session host uses ``worker-<k>@<epoch>``).
     """
 
     def __init__(
@@ -155,11 +177,15 @@ class ActionQueue:
 
     # -- consumers ---------------------------------------------------------------------------
 
-    def _claimable_clause(self, shards: Iterable[int]) -> str:
+    def _claimable_clause(self, shards: Iterable[int], *, takeover: bool = False) -> str:
         now = sql_ts(utcnow())
-        return (
-            f"{sql_in('shard', list(shards))} AND (status = 'pending' OR (status = 'claimed' AND lease_until < {now}))"
-        )
+        stale = f"lease_until < {now}"
+        if takeover:
+            stale = f"({stale} OR claimed_by <> {sql_str(self.claimer)})"
+        # Our own claims are never claimable again: their lease is renewed while we hold them.
+        mine = f"claimed_by = {sql_str(self.claimer)}"
+        claimed = f"(status = 'claimed' AND {stale} AND NOT {mine})"
+        return f"{sql_in('shard', list(shards))} AND (status = 'pending' OR {claimed})"
 
     async def pending(self, shards: Iterable[int], *, limit: int | None = None) -> list[ActionRecord]:
         """Claimable actions of ``shards`` (pending, or claimed with an expired lease), oldest first."""
@@ -167,20 +193,28 @@ class ActionQueue:
         records = sorted(ActionRecord.from_arrow(rows), key=lambda r: (r.created_at, r.action_id))
         return records[:limit] if limit is not None else records
 
-    async def _candidates(self, shards: Iterable[int], limit: int) -> list[tuple[str, int]]:
+    async def _candidates(self, shards: Iterable[int], limit: int, takeover: bool) -> list[tuple[str, int]]:
         """(action_id, version) of the oldest claimable actions; reads three columns only."""
-        query = self.table.query().where(self._claimable_clause(shards)).select(["action_id", "version", "created_at"])
+        query = (
+            self.table.query()
+            .where(self._claimable_clause(shards, takeover=takeover))
+            .select(["action_id", "version", "created_at"])
+        )
         rows = (await query.to_arrow()).to_pylist()
         rows.sort(key=lambda r: (r["created_at"], r["action_id"]))
         return [(r["action_id"], r["version"]) for r in rows[:limit]]
 
-    async def claim(self, shards: Iterable[int], *, limit: int | None = None) -> list[ActionRecord]:
+    async def claim(
+        self, shards: Iterable[int], *, limit: int | None = None, takeover: bool = False
+    ) -> list[ActionRecord]:
         """Claim up to ``limit`` claimable actions of ``shards``; returns the ones won, oldest first.
 
         Reads first: when nothing is claimable no write happens. Then one conditional update
         pins every candidate's version; rows someone else claimed meanwhile do not match.
+        ``takeover`` is for the shards' owner only (see the module docstring).
         """
-        candidates = await self._candidates(shards, limit or self.claim_batch)
+        shards = list(shards)
+        candidates = await self._candidates(shards, limit or self.claim_batch, takeover)
         if not candidates:
             return []
         token = new_id("c")
@@ -188,7 +222,7 @@ class ActionQueue:
         pins = " OR ".join(f"(action_id = {sql_str(aid)} AND version = {version})" for aid, version in candidates)
         # Re-check claimability in the WHERE clause too: on a conflict LanceDB re-runs it
         # against the latest version, where the version pin alone already excludes changed rows.
-        where = f"({pins}) AND (status = 'pending' OR (status = 'claimed' AND lease_until < {sql_ts(now)}))"
+        where = f"({pins}) AND ({self._claimable_clause(shards, takeover=takeover)})"
         updates = {
             "status": "'claimed'",
             "version": "version + 1",
@@ -207,10 +241,64 @@ class ActionQueue:
             log.debug("claim of %d actions: all taken elsewhere", len(candidates))
             return []
         rows = await self.table.query().where(f"claim_token = {sql_str(token)}").to_arrow()
-        won = sorted(ActionRecord.from_arrow(rows), key=lambda r: (r.created_at, r.action_id))
-        if len(won) != result.rows_updated:  # pragma: no cover - would mean a broken CAS
+        won, unreadable = _parse_rows(rows)
+        if unreadable:
+            await self._fail_unreadable(token, unreadable)
+        won.sort(key=lambda r: (r.created_at, r.action_id))
+        if len(won) + len(unreadable) != result.rows_updated:  # pragma: no cover - would mean a broken CAS
             log.error("claim token %s: updated %d rows but read %d", token, result.rows_updated, len(won))
         return won
+
+    async def _fail_unreadable(self, token: str, unreadable: dict[str, str]) -> None:
+        """Fail rows that do not parse (a poisoned payload), each with the reason, so they never block a batch."""
+        now = sql_ts(utcnow())
+        for action_id, reason in unreadable.items():
+            log.error("action %s is unreadable (%s); failing it", action_id, reason)
+            updates = {
+                "status": "'failed'",
+                "version": "version + 1",
+                "error": sql_str(f"unreadable action row: {reason}"[:500]),
+                "done_at": now,
+                "lease_until": "NULL",
+            }
+            where = f"action_id = {sql_str(action_id)} AND claim_token = {sql_str(token)} AND status = 'claimed'"
+            try:
+                await _with_retry(
+                    "fail unreadable", lambda u=updates, w=where: self.table.update(updates_sql=u, where=w)
+                )
+            except Exception as exc:  # it stays claimed by us; the next start takes it over and fails it again
+                log.error("cannot fail unreadable action %s: %s", action_id, exc)
+
+    async def renew(self, actions: Iterable[ActionRecord]) -> int:
+        """Extend the lease of claims we still hold (one commit); returns how many were renewed.
+
+        The version is not bumped: acknowledgements stay valid, and a competing claim, which
+        re-checks ``lease_until`` in its WHERE clause, loses to the renewal.
+        """
+        tokens = sorted({a.claim_token for a in actions if a.claim_token})
+        if not tokens:
+            return 0
+        updates = {"lease_until": sql_ts(utcnow() + timedelta(seconds=self.lease))}
+        where = f"status = 'claimed' AND claimed_by = {sql_str(self.claimer)} AND {sql_in('claim_token', tokens)}"
+        result = await _with_retry("renew", lambda: self.table.update(updates_sql=updates, where=where))
+        return int(result.rows_updated)
+
+    async def release(self, actions: Iterable[ActionRecord]) -> int:
+        """Hand claimed actions back to the queue (pending again), e.g. at a graceful stop.
+
+        The next owner claims them at once; the version bump makes any late ack of ours lose.
+        """
+        pins = [
+            f"(action_id = {sql_str(a.action_id)} AND claim_token = {sql_str(a.claim_token)})"
+            for a in actions
+            if a.claim_token
+        ]
+        if not pins:
+            return 0
+        updates = {"status": "'pending'", "version": "version + 1", "lease_until": "NULL"}
+        where = f"status = 'claimed' AND ({' OR '.join(pins)})"
+        result = await _with_retry("release", lambda: self.table.update(updates_sql=updates, where=where))
+        return int(result.rows_updated)
 
     async def complete(self, action: ActionRecord, result: dict[str, Any] | None = None) -> ActionRecord:
         """Mark a claimed action done. Raises ClaimLost if it is no longer ours."""
@@ -235,6 +323,17 @@ class ActionQueue:
         """
         if not acks:
             return []
+        # One action twice in a batch would count as won twice; only the first is a real ack.
+        unique = list({a.action.action_id: a for a in reversed(acks)}.values())[::-1]
+        if len(unique) != len(acks):
+            outcomes = dict(zip((a.action.action_id for a in unique), await self.finish_many(unique), strict=True))
+            first: set[str] = set()
+            result: list[ActionRecord | ClaimLost] = []
+            for ack in acks:
+                aid = ack.action.action_id
+                result.append(outcomes[aid] if aid not in first else ClaimLost(f"action {aid} acknowledged twice"))
+                first.add(aid)
+            return result
         now = utcnow()
         finished = [
             a.action.model_copy(
@@ -297,59 +396,3 @@ class ActionQueue:
         for status in rows.column("status").to_pylist() if rows.num_rows else []:
             counts[status] = counts.get(status, 0) + 1
         return counts
-
-
-class AckBatcher:
-    """Coalesces acknowledgements into one commit each: while one commit runs, the next batch gathers.
-
-    Every ``update`` is a commit, and concurrent commits from one process conflict and retry;
-    200 acknowledgements sent one by one took seconds, in one batch they take one commit.
-    """
-
-    def __init__(self, queue: ActionQueue, *, max_batch: int = 500) -> None:
-        self.queue = queue
-        self.max_batch = max_batch
-        self._pending: list[tuple[Ack, asyncio.Future[ActionRecord | ClaimLost]]] = []
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="ack-batcher")
-
-    async def close(self) -> None:
-        """Commit what is pending, then stop."""
-        while self._pending:
-            self._wake.set()
-            await asyncio.sleep(0.01)
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
-
-    async def finish(self, ack: Ack) -> ActionRecord:
-        """Acknowledge one action; raises ClaimLost if it is no longer ours."""
-        future: asyncio.Future[ActionRecord | ClaimLost] = asyncio.get_running_loop().create_future()
-        self._pending.append((ack, future))
-        self._wake.set()
-        outcome = await asyncio.shield(future)
-        if isinstance(outcome, ClaimLost):
-            raise outcome
-        return outcome
-
-    async def _run(self) -> None:
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            while self._pending:
-                batch, self._pending = self._pending[: self.max_batch], self._pending[self.max_batch :]
-                try:
-                    outcomes = await self.queue.finish_many([ack for ack, _ in batch])
-                except Exception as exc:
-                    for _, future in batch:
-                        if not future.done():
-                            future.set_exception(exc)
-                    continue
-                for (_, future), outcome in zip(batch, outcomes, strict=True):
-                    if not future.done():
-                        future.set_result(outcome)

@@ -16,24 +16,29 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
+from agentd import faults
 from agentd.agents.base import AgentServices, CreateError
 from agentd.agents.registry import UnknownAgentType, agent_type
 from agentd.config import Settings
 from agentd.ids import shard_for
 from agentd.llm.base import LLMClient
-from agentd.queue import Ack, AckBatcher, ActionQueue, ClaimLost
+from agentd.queue import Ack, ActionQueue, ClaimLost
+from agentd.runtime.acks import AckBatcher, ClaimKeeper
 from agentd.runtime.lateness import LatencyStats
-from agentd.runtime.session import ActionRejected, Command, CommandResult, SessionRunner
+from agentd.runtime.session import ActionRejected, Command, CommandResult, SessionGone, SessionRunner
+from agentd.runtime.unhosted import QUARANTINE_PREFIX, replayed_result, write_final_step
 from agentd.runtime.watcher import ConversationWatcher
 from agentd.store import Store
 from agentd.store.actions import ActionRecord
-from agentd.store.sessions import SessionRecord, get_session, list_sessions
-from agentd.store.steps import latest_step, latest_steps_since
+from agentd.store.sessions import SessionRecord, get_session
+from agentd.store.sql import sql_in
+from agentd.store.steps import StepRecord, latest_step, latest_steps_since, steps_of_actions
 from agentd.store.writer import BatchingWriter
 from agentd.timeutil import utcnow
 
@@ -81,9 +86,11 @@ class SessionHost:
             store.num_shards,
             lease=settings.queue.lease,
             claim_batch=settings.queue.claim_batch,
-            claimer=name,
+            # Unique per process start: a claimer never re-claims its own claims (see agentd.queue).
+            claimer=f"{name}@{epoch}" if epoch else f"{name}@{os.getpid()}",
         )
         self.acks = AckBatcher(self.queue)
+        self.claims = ClaimKeeper(self.queue)
         self.fence = fence
         self.runners: dict[str, SessionRunner] = {}
         self.tasks: dict[str, asyncio.Task[None]] = {}
@@ -103,6 +110,7 @@ class SessionHost:
         """Start the writer, resume the live sessions of our shards; returns how many."""
         self.writer.start()
         self.acks.start()
+        self.claims.start()
         await self.watcher.start()
         resumed = await self._resume_sessions()
         log.info("%s hosting %d sessions of %d shards", self.name, resumed, len(self.shards))
@@ -116,14 +124,24 @@ class SessionHost:
                 async with asyncio.timeout(CLAIM_TIMEOUT):
                     if self.fence is not None:
                         await self.fence()
-                    actions = await self.queue.claim(self.shards)
+                    # We own these shards: claims someone else holds in them are a dead
+                    # predecessor's, taken over at once (the supervisor reaped it first).
+                    actions = await self.queue.claim(self.shards, takeover=True)
+                    actions = [a for a in actions if a.action_id not in self.claims]
+                    for action in actions:
+                        self.claims.hold(action)
+                    applied = await self._applied_before(actions)
             except Exception as exc:
                 if getattr(exc, "fatal", False):
                     raise
                 log.warning("claiming actions failed: %s", exc)
-                actions = []
+                actions, applied = [], {}
             for action in actions:
-                self._dispatch(action)
+                step = applied.get(action.action_id)
+                if step is not None:  # applied before a crash or a hand-back: acknowledge it again
+                    self._ack(action, _done(replayed_result(action, step)))
+                else:
+                    self._dispatch(action)
             if actions:
                 continue  # there may be more
             self._hint.clear()
@@ -156,15 +174,37 @@ class SessionHost:
         await self.acks.close()
         await self.watcher.stop()
         await self.writer.close()
+        # What was not acknowledged goes back to the queue: the next owner applies it at once.
+        await self.claims.hand_back()
+
+    async def _applied_before(self, actions: list[ActionRecord]) -> dict[str, StepRecord]:
+        """The steps that re-claimed actions caused already (found by their action_id).
+
+        Only an action claimed before (``attempts > 1``) can have been applied; a create is
+        recognised by its session's ``_create_action`` instead, since its session row may be
+        missing after a crash and the create path repairs that.
+        """
+        again = [(a.session_id, a.action_id) for a in actions if a.attempts > 1 and a.kind != "create"]
+        return await steps_of_actions(self.store.steps, again)
 
     # -- resuming ----------------------------------------------------------------------------
 
     async def _resume_sessions(self) -> int:
-        records = await list_sessions(self.store.sessions, shards=self.shards)
+        """Resume the live sessions of our shards; quarantine the ones that cannot be resumed.
+
+        Only live rows are loaded (stopped sessions cost nothing at boot). A session whose row
+        or latest step is unreadable, whose agent type is not installed, or whose stored config
+        no longer validates goes to ``error`` with the reason, and every other session resumes.
+        """
+        where = f"{sql_in('shard', self.shards)} AND {sql_in('status', LIVE_STATUSES)}"
+        rows = await self.store.sessions.query().where(where).to_arrow()
+        records, bad = SessionRecord.from_arrow_tolerant(rows)
+        for row, reason in bad:
+            log.error("session row %s is unreadable, not resuming it: %s", row.get("session_id"), reason)
         if not records:
             return 0
         newest = max(r.updated_at for r in records)
-        steps = await latest_steps_since(self.store.steps, self.shards, newest - RECOVERY_MARGIN)
+        steps, unreadable = await latest_steps_since(self.store.steps, self.shards, newest - RECOVERY_MARGIN)
         count = 0
         for record in records:
             step = steps.get(record.session_id)
@@ -172,12 +212,25 @@ class SessionHost:
                 record = _apply_step_state(record, step.seq, step.state)
             if record.status not in LIVE_STATUSES:
                 continue
-            try:
-                self._start_runner(record, creating=False)
-                count += 1
-            except Exception:
-                log.exception("cannot resume session %s", record.session_id)
+            problem = unreadable.get(record.session_id)
+            if problem is None:
+                try:
+                    self._start_runner(record, creating=False)
+                    count += 1
+                    continue
+                except Exception as exc:
+                    problem = f"cannot resume: {type(exc).__name__}: {exc}"
+            await self._quarantine(record, problem)
         return count
+
+    async def _quarantine(self, record: SessionRecord, reason: str) -> None:
+        log.error("session %s quarantined: %s", record.session_id, reason)
+        try:
+            await write_final_step(
+                self.writer, self.store, record, status="error", text="quarantined", epoch=self.epoch, error=reason
+            )
+        except Exception:
+            log.exception("cannot record the quarantine of session %s", record.session_id)
 
     def _services(self, record: SessionRecord) -> AgentServices:
         session_id = record.session_id
@@ -256,7 +309,7 @@ class SessionHost:
         if runner is None:
             self._ack(action, self._not_hosted(action))
             return
-        self._ack(action, runner.submit(Command(action.kind, action.payload)))
+        self._ack(action, runner.submit(Command(action.kind, action.payload, action_id=action.action_id)))
 
     def _release_queued(self, session_id: str) -> None:
         for queued in self._creating.pop(session_id, []):
@@ -298,7 +351,7 @@ class SessionHost:
             updated_at=now,
         )
         runner = self._start_runner(record, creating=True)
-        future = runner.submit(Command("create", payload))
+        future = runner.submit(Command("create", payload, action_id=action.action_id))
         self._release_queued(action.session_id)  # queued actions go in behind the create
         return await future
 
@@ -317,9 +370,21 @@ class SessionHost:
         existing = await get_session(self.store.sessions, action.session_id)
         if existing is None:
             raise ActionRejected(f"unknown session {action.session_id}")
-        if action.kind == "destroy" and existing.status in ("stopped", "error"):
-            return {"session_id": existing.session_id, "status": existing.status}, 0
-        raise ActionRejected(f"session {action.session_id} is {existing.status}")
+        if action.kind == "destroy":
+            if existing.status == "stopped":
+                return {"session_id": existing.session_id, "status": existing.status}, 0
+            # Destroy always works: an error, quarantined or unresumable session is stopped here.
+            return await write_final_step(
+                self.writer,
+                self.store,
+                existing,
+                status="stopped",
+                text="destroyed",
+                epoch=self.epoch,
+                action_id=action.action_id,
+            )
+        why = existing.last_result if (existing.last_result or "").startswith(QUARANTINE_PREFIX) else None
+        raise ActionRejected(f"session {action.session_id} is {existing.status}" + (f" ({why})" if why else ""))
 
     def _ack(self, action: ActionRecord, outcome: Awaitable[CommandResult]) -> None:
         task = asyncio.ensure_future(self._acknowledge(action, outcome))
@@ -329,32 +394,63 @@ class SessionHost:
     async def _acknowledge(self, action: ActionRecord, outcome: Awaitable[CommandResult]) -> None:
         started = time.perf_counter()
         try:
-            try:
-                result, generation = await outcome
-            except ActionRejected as exc:
-                self.actions_failed += 1
-                await self.acks.finish(Ack(action, "failed", error=str(exc)))
-                return
-            except asyncio.CancelledError:
-                return  # host stopping: the lease expires and the action is applied again
-            except Exception as exc:
-                log.exception("action %s (%s) failed", action.action_id, action.kind)
-                self.actions_failed += 1
-                await self.acks.finish(Ack(action, "failed", error=f"internal error: {exc}"))
-                return
+            result, generation = await outcome
             if generation:
                 await self.writer.wait_durable(generation)
-            await self.acks.finish(Ack(action, "done", result))
+            faults.hit("after-effect", action.kind)
+        except asyncio.CancelledError:
+            return  # host stopping: the action stays held and is handed back to the queue
+        except SessionGone:
+            if self._stopping:
+                return  # the session was shut down with this action still queued: hand it back
+            self.actions_failed += 1
+            await self._finish(Ack(action, "failed", error=f"session {action.session_id} is stopped"))
+            return
+        except ActionRejected as exc:
+            self.actions_failed += 1
+            await self._finish(Ack(action, "failed", error=str(exc)))
+            return
+        except Exception as exc:
+            if self._stopping:
+                log.warning("action %s interrupted by the stop (%s); handing it back", action.action_id, exc)
+                return
+            log.exception("action %s (%s) failed", action.action_id, action.kind)
+            self.actions_failed += 1
+            await self._finish(Ack(action, "failed", error=f"internal error: {exc}"))
+            return
+        if await self._finish(Ack(action, "done", result)):
             self.actions_applied += 1
-            log.debug(
-                "action %s %s applied in %.1f ms", action.kind, action.action_id, (time.perf_counter() - started) * 1000
-            )
-        except ClaimLost as exc:
-            log.warning("%s", exc)
-        except Exception:
-            log.exception(
-                "acknowledging action %s failed; its lease will expire and it will be retried", action.action_id
-            )
+        log.debug(
+            "action %s %s applied in %.1f ms", action.kind, action.action_id, (time.perf_counter() - started) * 1000
+        )
+
+    async def _finish(self, ack: Ack) -> bool:
+        """Record the acknowledgement, retrying storage errors; True once it is recorded.
+
+        Until then the action stays held (its lease renewed): giving up would let it be applied
+        again. At a stop it is handed back instead, and its next claimer finds the step it
+        caused and only acknowledges it.
+        """
+        delay = 0.1
+        while True:
+            try:
+                await self.acks.finish(ack)
+            except ClaimLost as exc:
+                log.warning("%s", exc)
+                self.claims.drop(ack.action)
+                return False
+            except Exception as exc:
+                if self._stopping:
+                    log.warning(
+                        "acknowledging %s failed during the stop (%s); handing it back", ack.action.action_id, exc
+                    )
+                    return False
+                log.warning("acknowledging %s failed (%s); retrying in %.1fs", ack.action.action_id, exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            self.claims.drop(ack.action)
+            return True
 
     # -- status ------------------------------------------------------------------------------
 
@@ -369,11 +465,16 @@ class SessionHost:
             "actions_failed": self.actions_failed,
             "lateness_ms": self.lateness.summary(),
             "writer": self.writer.counters(),
+            "claims": self.claims.counters(),
         }
 
 
 async def _rejected(message: str) -> CommandResult:
     raise ActionRejected(message)
+
+
+async def _done(result: dict[str, Any]) -> CommandResult:
+    return result, 0
 
 
 def _apply_step_state(record: SessionRecord, seq: int, state: dict[str, Any]) -> SessionRecord:

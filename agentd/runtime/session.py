@@ -34,7 +34,7 @@ from agentd.store.steps import StepRecord, StepStatus
 from agentd.store.writer import BatchingWriter, Row
 from agentd.timeutil import utcnow
 
-__all__ = ["ActionRejected", "Command", "SessionRunner"]
+__all__ = ["ActionRejected", "Command", "SessionGone", "SessionRunner"]
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +59,14 @@ RESUME_SPREAD = 5.0
 
 class ActionRejected(Exception):
     """The command cannot be applied; the message is recorded on the action for the user."""
+
+
+class SessionGone(ActionRejected):
+    """The session finished (stopped, or shut down with its host) before applying the command.
+
+    The host tells the two apart: at a shutdown it hands the action back to the queue, so that
+    the next owner applies it, instead of failing it for good.
+    """
 
 
 @dataclass(slots=True)
@@ -179,7 +187,7 @@ class SessionRunner:
         loop = asyncio.get_running_loop()
         command.future = loop.create_future()
         if self._finished:
-            command.future.set_exception(ActionRejected(f"session {self.session_id} is stopped"))
+            command.future.set_exception(SessionGone(f"session {self.session_id} is {self.status}"))
         else:
             self._inbox.append(command)
             self.wake()
@@ -262,7 +270,7 @@ class SessionRunner:
         while self._inbox:
             command = self._inbox.pop(0)
             if command.future is not None and not command.future.done():
-                command.future.set_exception(ActionRejected(f"session {self.session_id} is {self.status}"))
+                command.future.set_exception(SessionGone(f"session {self.session_id} is {self.status}"))
 
     # -- persistence -------------------------------------------------------------------------
 
@@ -342,7 +350,8 @@ class SessionRunner:
         return await self.writer.submit_values([step], snapshot)
 
     def _result(self, **extra: Any) -> dict[str, Any]:
-        return {"session_id": self.session_id, "status": self.status, **extra}
+        # ``seq``: the step at which the state now reflects the action (a receipt).
+        return {"session_id": self.session_id, "status": self.status, "seq": self.last_seq, **extra}
 
     # -- commands ----------------------------------------------------------------------------
 
@@ -350,15 +359,24 @@ class SessionRunner:
         command = self._inbox.pop(0) if self._inbox and self._inbox[0].kind == "create" else None
         try:
             await self.agent.validate_create()
-        except CreateError as exc:
+        except Exception as exc:
+            # Nothing was stored: the id stays free, and the same create can be sent again
+            # (a storage error is worth retrying; an invalid create is not).
+            if isinstance(exc, CreateError):
+                message = str(exc)
+            else:
+                log.warning("create of session %s failed: %r", self.session_id, exc)
+                message = f"could not create session {self.session_id}: {type(exc).__name__}: {exc}; nothing was stored"
             self._finished = True
             if command and command.future and not command.future.done():
-                command.future.set_exception(ActionRejected(str(exc)))
+                command.future.set_exception(ActionRejected(message))
             self.status = "error"
             self._reject_unknown()
             return False
         self.status = "running"
-        generation = await self._persist("lifecycle", text="created")
+        generation = await self._persist(
+            "lifecycle", text="created", action_id=command.action_id if command is not None else None
+        )
         if command and command.future and not command.future.done():
             command.future.set_result((self._result(agent_id=self._fixed[0]), generation))
         return True
@@ -386,31 +404,34 @@ class SessionRunner:
 
     async def _apply_kind(self, command: Command) -> CommandResult | None:
         kind = command.kind
+        action_id = command.action_id
         if kind == "pause":
             if self.status == "running":
                 self.status = "paused"
-                return self._result(), await self._persist("lifecycle", text="paused")
+                generation = await self._persist("lifecycle", text="paused", action_id=action_id)
+                return self._result(), generation
             return self._result(), self.writer.current_generation
         if kind == "resume":
             if self.status == "paused":
                 self.status = "running"
                 self._due = asyncio.get_running_loop().time()
-                return self._result(), await self._persist("lifecycle", text="resumed")
+                generation = await self._persist("lifecycle", text="resumed", action_id=action_id)
+                return self._result(), generation
             return self._result(), self.writer.current_generation
         if kind == "interrupt":
-            return await self._interrupt(command.payload)
+            return await self._interrupt(command.payload, action_id)
         if kind in ("destroy", "shutdown"):
             self._final.append(command)
             if kind == "destroy":
                 reason = command.payload.get("reason")
                 self.status = "stopping"
-                await self._stop("stopped", text=f"destroyed: {reason}" if reason else "destroyed")
+                await self._stop("stopped", text=f"destroyed: {reason}" if reason else "destroyed", action_id=action_id)
             else:
                 await self._shutdown()
             return None
         raise ActionRejected(f"unsupported action {kind!r} for session {self.session_id}")
 
-    async def _interrupt(self, payload: dict[str, Any]) -> CommandResult:
+    async def _interrupt(self, payload: dict[str, Any], action_id: str | None = None) -> CommandResult:
         raw = payload.get("guidance")
         if not isinstance(raw, dict | str) or (isinstance(raw, str) and not raw.strip()):
             raise ActionRejected("guidance must be a non-empty JSON object or text")
@@ -424,14 +445,16 @@ class SessionRunner:
             raise ActionRejected(f"guidance failed: {exc}") from exc
         self.context.update(effect.delta)
         guidance = {"raw": raw, "normalized": normalized.model_dump(mode="json", exclude_defaults=True)}
-        generation = await self._persist("guidance", text="guidance applied", guidance=guidance)
+        generation = await self._persist("guidance", text="guidance applied", guidance=guidance, action_id=action_id)
         if (effect.wake or payload.get("now")) and self.status == "running":
             self._tick_now = True
         return self._result(applied=guidance["normalized"], context=dict(self.context)), generation
 
-    async def _stop(self, final_status: str, *, text: str, status: StepStatus = "info") -> None:
+    async def _stop(
+        self, final_status: str, *, text: str, status: StepStatus = "info", action_id: str | None = None
+    ) -> None:
         self.status = final_status
-        generation = await self._persist("lifecycle", text=text, status=status)
+        generation = await self._persist("lifecycle", text=text, status=status, action_id=action_id)
         self._resolve_final(generation)
 
     async def _shutdown(self) -> None:

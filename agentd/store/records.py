@@ -96,3 +96,19 @@ class Record(BaseModel):
     @classmethod
     def from_arrow(cls, table: pa.Table) -> list[Self]:
         return [cls.from_row(row) for row in table.to_pylist()]
+
+    @classmethod
+    def from_arrow_tolerant(cls, table: pa.Table) -> tuple[list[Self], list[tuple[dict[str, Any], str]]]:
+        """Like ``from_arrow``, but one row that does not parse does not fail the others.
+
+        Returns the records and, per bad row, the raw row and the reason, so that a caller can
+        quarantine what the row belongs to instead of stalling on it.
+        """
+        records: list[Self] = []
+        bad: list[tuple[dict[str, Any], str]] = []
+        for row in table.to_pylist():
+            try:
+                records.append(cls.from_row(row))
+            except Exception as exc:
+                bad.append((row, f"{type(exc).__name__}: {exc}"[:500]))
+        return records, bad

@@ -25,6 +25,7 @@ __all__ = [
     "latest_steps_since",
     "read_steps",
     "read_steps_between_versions",
+    "steps_of_actions",
 ]
 
 StepStatus = Literal["ok", "error", "info"]
@@ -111,17 +112,34 @@ async def read_steps_between_versions(table: Any, after: int, upto: int, where: 
     return await table.query().where(clause).to_arrow()
 
 
-async def latest_steps_since(table: Any, shards: list[int], since: datetime) -> dict[str, StepRecord]:
+async def steps_of_actions(table: Any, actions: list[tuple[str, str]]) -> dict[str, StepRecord]:
+    """The step each of ``(session_id, action_id)`` caused, if any: how a replayed action is recognised."""
+    if not actions:
+        return {}
+    sessions = sorted({session_id for session_id, _ in actions})
+    where = f"{sql_in('session_id', sessions)} AND {sql_in('action_id', [aid for _, aid in actions])}"
+    records, _bad = StepRecord.from_arrow_tolerant(await table.query().where(where).to_arrow())
+    return {r.action_id: r for r in records if r.action_id is not None}
+
+
+async def latest_steps_since(
+    table: Any, shards: list[int], since: datetime
+) -> tuple[dict[str, StepRecord], dict[str, str]]:
     """The newest step per session among steps of ``shards`` stamped at or after ``since``.
 
     Used when a host resumes sessions: a crash between the steps commit and the sessions
     commit of one flush leaves steps newer than the session rows, all stamped after the
     newest session row of those shards. Bounding by time keeps this a small scan.
+
+    Also returns, per session, why one of its steps could not be read: resuming such a
+    session could repeat a seq, so the host quarantines it instead of failing its boot.
     """
     rows = await table.query().where(f"{sql_in('shard', shards)} AND ts >= {sql_ts(since)}").to_arrow()
+    records, bad = StepRecord.from_arrow_tolerant(rows)
+    unreadable = {str(row.get("session_id")): f"step {row.get('seq')} is unreadable: {reason}" for row, reason in bad}
     newest: dict[str, StepRecord] = {}
-    for record in StepRecord.from_arrow(rows):
+    for record in records:
         current = newest.get(record.session_id)
         if current is None or record.seq > current.seq:
             newest[record.session_id] = record
-    return newest
+    return newest, unreadable

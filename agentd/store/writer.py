@@ -36,7 +36,9 @@ from typing import Any
 import pyarrow as pa
 
 from agentd.store.db import Store
+from agentd.store.records import Record
 from agentd.store.sessions import SessionRecord
+from agentd.store.sql import sql_str
 from agentd.store.steps import StepRecord
 
 __all__ = ["BatchingWriter", "FlushStats", "Row", "WriterClosed"]
@@ -291,11 +293,19 @@ class BatchingWriter:
         started = time.perf_counter()
         step_count, snapshot_count = len(steps), len(snapshots)
         if step_count:
-            await self.store.steps.add(StepRecord.arrow_from_columns(steps.columns))
+            data = _to_arrow(StepRecord, steps.columns)
+            try:
+                await self.store.steps.add(data)
+            except Exception as exc:
+                # The commit may have landed although we saw an error (object storage, a lost
+                # reply): appending again would duplicate every seq of the batch.
+                if not await _landed(self.store.steps, data):
+                    raise
+                log.warning("steps commit reported %r but landed; not appending again", exc)
             # Once the steps are in, a retry must not append them again.
             steps.clear()
         if snapshot_count:
-            await _upsert_sessions(self.store.sessions, SessionRecord.arrow_from_columns(snapshots.columns))
+            await _upsert_sessions(self.store.sessions, _to_arrow(SessionRecord, snapshots.columns))
         elapsed = (time.perf_counter() - started) * 1000
         self.stats.record(elapsed, step_count, snapshot_count)
         log.debug("flush: %d steps, %d snapshots in %.1f ms", step_count, snapshot_count, elapsed)
@@ -318,6 +328,64 @@ class BatchingWriter:
             "last_commit_ms": round(s.last_commit_ms, 2),
             "max_commit_ms": round(s.max_commit_ms, 2),
         }
+
+
+async def _landed(table: Any, data: pa.Table) -> bool:
+    """Whether an append of ``data`` (steps) is in the table: an append commits all its rows or none."""
+    if data.num_rows == 0:
+        return True
+    session_id, seq = data.column("session_id")[0].as_py(), data.column("seq")[0].as_py()
+    try:
+        return int(await table.count_rows(f"session_id = {sql_str(session_id)} AND seq = {int(seq)}")) > 0
+    except Exception:
+        return False  # cannot tell: the append is retried, as it would have been
+
+
+_REPAIR_LOG_EVERY = 60.0
+_repair_logged: dict[str, float] = {}
+
+
+def _to_arrow(record: type[Record], columns: list[list[Any]]) -> pa.Table:
+    """Convert buffered columns; a value the schema cannot hold is repaired rather than poisoning the batch.
+
+    One row the storage cannot hold (a plug-in agent's text with a lone surrogate, a number
+    where a string belongs) would otherwise fail every flush of the worker forever. Strings are
+    re-encoded with replacement characters, other bad values of nullable columns become null;
+    the repair is logged once per column and flush.
+    """
+    try:
+        return record.arrow_from_columns(columns)
+    except (pa.ArrowException, TypeError, ValueError, OverflowError, UnicodeError) as exc:
+        first_error = exc
+    arrays = []
+    for column, spec in zip(columns, record.SCHEMA, strict=True):
+        try:
+            arrays.append(pa.array(column, type=spec.type))
+            continue
+        except (pa.ArrowException, TypeError, ValueError, OverflowError, UnicodeError):
+            pass
+        repaired = [_repair(value, spec) for value in column]
+        key = f"{record.__name__}.{spec.name}"
+        now = time.monotonic()
+        if now - _repair_logged.get(key, -_REPAIR_LOG_EVERY) >= _REPAIR_LOG_EVERY:  # an agent may do it every tick
+            _repair_logged[key] = now
+            log.error("%s: repaired values the storage cannot hold (%s)", key, first_error)
+        arrays.append(pa.array(repaired, type=spec.type))
+    return pa.Table.from_arrays(arrays, schema=record.SCHEMA)
+
+
+def _repair(value: Any, field: pa.Field) -> Any:
+    try:
+        pa.array([value], type=field.type)
+        return value
+    except (pa.ArrowException, TypeError, ValueError, OverflowError, UnicodeError):
+        pass
+    if pa.types.is_string(field.type):
+        text = value if isinstance(value, str) else str(value)
+        return text.encode("utf-8", "replace").decode("utf-8")
+    if field.nullable:
+        return None
+    raise ValueError(f"column {field.name} cannot hold {value!r}")
 
 
 async def _upsert_sessions(table: Any, rows: pa.Table) -> None:

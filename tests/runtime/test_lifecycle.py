@@ -64,7 +64,7 @@ def test_joke_session_ticks_and_persists_every_step(db_uri: str) -> None:
     async def scenario() -> None:
         async with hosted(fast_settings(db_uri)) as h:
             done = await h.create("j1", subject="penguins")
-            assert done.result == {"session_id": "j1", "agent_id": "j1", "status": "running"}
+            assert done.result == {"session_id": "j1", "agent_id": "j1", "status": "running", "seq": 1}
             ticks = await h.wait_steps("j1", 3)
             assert all("penguin" in (s.text or "").lower() for s in ticks)
             assert all(s.data and s.data["source"] == "offline" for s in ticks)
@@ -83,8 +83,13 @@ def test_pause_stops_ticks_but_guidance_still_applies(db_uri: str) -> None:
             await h.create("j1", subject="cats")
             await h.wait_steps("j1", 1)
             paused = await h.act("pause", "j1")
-            assert paused.status == "done" and paused.result == {"session_id": "j1", "status": "paused"}
+            assert paused.status == "done" and paused.result is not None
+            pause_seq = paused.result.pop("seq")
+            assert paused.result == {"session_id": "j1", "status": "paused"}
             session = await h.session("j1")  # durable before the acknowledgement
+            # The receipt names the step that applied it, and that step records the action.
+            [pause_step] = [s for s in await h.steps("j1") if s.seq == pause_seq]
+            assert pause_step.text == "paused" and pause_step.action_id == paused.action_id
             assert session.status == "paused" and session.context["paused"] is True
             ticks_at_pause = len(await h.steps("j1", "tick"))
             guided = await h.act("interrupt", "j1", {"guidance": "about dogs"})
@@ -96,6 +101,7 @@ def test_pause_stops_ticks_but_guidance_still_applies(db_uri: str) -> None:
             assert guidance_step.guidance == {"raw": "about dogs", "normalized": {"subject": "dogs"}}
             assert guidance_step.state["context"]["paused"] is True
             resumed = await h.act("resume", "j1")
+            assert resumed.result is not None and resumed.result.pop("seq") > pause_seq
             assert resumed.result == {"session_id": "j1", "status": "running"}
             ticks = await h.wait_steps("j1", ticks_at_pause + 2)
             assert "dog" in (ticks[-1].text or "").lower()
@@ -153,11 +159,14 @@ def test_destroy_stops_and_persists_final_state(db_uri: str) -> None:
             await h.create("j1")
             await h.wait_steps("j1", 1)
             done = await h.act("destroy", "j1", {"reason": "test over"})
+            assert done.result is not None
+            stop_seq = done.result.pop("seq")
             assert done.result == {"session_id": "j1", "status": "stopped"}
             session = await h.session("j1")
             assert session.status == "stopped"
             last = (await h.steps("j1"))[-1]
-            assert last.kind == "lifecycle" and last.text == "destroyed: test over"
+            assert last.kind == "lifecycle" and last.text == "destroyed: test over" and last.seq == stop_seq
+            assert last.action_id == done.action_id
             count = len(await h.steps("j1"))
             await asyncio.sleep(0.5)
             assert len(await h.steps("j1")) == count
