@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from agentd.gateway.protocol import step_body_json, step_frame
+from agentd.gateway.rows import SkippedStep
 from agentd.ids import validate_id
 from agentd.store.conversations import MessageRecord
 from agentd.store.steps import StepRecord
@@ -191,19 +192,21 @@ class RoomRegistry:
     def dispatch_steps(self, records: Iterable[StepRecord], version: int) -> int:
         """Offer steps of table versions <= ``version`` to both rooms of each, in order.
 
-        Only subscriptions registered below ``version`` take them (module docstring).
-        Returns the number of items offered.
+        Only subscriptions registered below ``version`` take them (module docstring). A
+        ``SkippedStep`` (an undecodable row) is offered with an empty frame: it only moves the
+        subscription's position past its seq. Returns the number of items offered.
         """
         offered = 0
         for record in records:
             body: str | None = None
+            skipped = type(record) is SkippedStep
             for name in (f"run::{record.agent_id}::{record.session_id}", f"run::{record.agent_id}::*"):
                 subs = self._rooms.get(name)
                 if not subs:
                     continue
                 if body is None:
-                    body = step_body_json(record)
-                frame = step_frame(name, body)
+                    body = "" if skipped else step_body_json(record)
+                frame = step_frame(name, body) if body else ""
                 # A copy: an overflowing subscriber is removed from the set while we iterate.
                 for sub in list(subs):
                     if sub.watermark < version:

@@ -29,6 +29,7 @@ from agentd.gateway.protocol import (
     step_frame,
 )
 from agentd.gateway.rooms import ConvRoom, Room, RunRoom
+from agentd.gateway.rows import SkippedStep, decode_steps
 from agentd.gateway.tailer import MESSAGE_COLUMNS, VERSION_COLUMN
 from agentd.store.conversations import MessageRecord, get_conversation, list_participants
 from agentd.store.sessions import get_session, list_sessions
@@ -72,7 +73,9 @@ async def build_snapshot(store: Any, room: Room, since: Since, upto: int) -> Sna
         state = {"agent_id": room.agent_id, "sessions": [s.model_dump(mode="json") for s in sessions]}
         scope = f"agent_id = {sql_str(room.agent_id)}"
     first = await _step_page(store, scope, since, 0, upto)
-    event = SnapshotEvent(room=room.name, state=state, steps=[step_body(r) for r in first])
+    event = SnapshotEvent(
+        room=room.name, state=state, steps=[step_body(r) for r in first if type(r) is not SkippedStep]
+    )
     return Snapshot(
         frame=event.model_dump_json(exclude={"messages"}),
         pages=_later_pages(store, room.name, scope, since, upto) if first else None,
@@ -95,7 +98,7 @@ def _window(since: Since, page: int) -> str:
 
 async def _step_page(store: Any, scope: str, since: Since, page: int, upto: int) -> list[StepRecord]:
     rows = await read_steps_between_versions(store.steps, 0, upto, where=f"{scope} AND {_window(since, page)}")
-    return sorted(StepRecord.from_arrow(rows), key=lambda r: (r.session_id, r.seq))
+    return sorted(decode_steps(rows)[0], key=lambda r: (r.session_id, r.seq))
 
 
 async def _later_pages(
@@ -103,7 +106,8 @@ async def _later_pages(
 ) -> AsyncGenerator[tuple[list[str], dict[str, int]], None]:
     page = 1
     while records := await _step_page(store, scope, since, page, upto):
-        yield [step_frame(room, step_body_json(r)) for r in records], _last_seqs(records)
+        frames = [step_frame(room, step_body_json(r)) for r in records if type(r) is not SkippedStep]
+        yield frames, _last_seqs(records)
         page += 1
 
 

@@ -30,6 +30,7 @@ import pyarrow.compute as pc
 
 from agentd.gateway.health import TailStats
 from agentd.gateway.rooms import RoomRegistry
+from agentd.gateway.rows import decode_steps
 from agentd.store.conversations import MESSAGES, MessageRecord
 from agentd.store.sql import sql_str
 from agentd.store.steps import StepRecord, read_steps_between_versions
@@ -242,7 +243,7 @@ class StepTail(TableTail):
                 pc.is_in(rows.column("agent_id"), pa.array(sorted(agents), pa.string())),
             )
             rows = rows.filter(mask)
-        groups = _by_session(StepRecord.from_arrow(rows))
+        groups = _by_session(self._decode(rows))
         for session_id, low, high, count in summary:
             if session_id not in groups:
                 continue
@@ -256,7 +257,13 @@ class StepTail(TableTail):
         self.stats.gaps_detected += 1
         where = f"session_id = {sql_str(session_id)} AND seq > {low} AND seq < {high}"
         rows = await read_steps_between_versions(self.table, 0, upto, where=where)
-        return StepRecord.from_arrow(rows)
+        return self._decode(rows)
+
+    def _decode(self, rows: pa.Table) -> list[StepRecord]:
+        """Row by row: an undecodable row is a ``SkippedStep`` (``rows.py``), never a failed poll."""
+        records, new = decode_steps(rows)
+        self.stats.quarantined += new
+        return records
 
     def commit(self, batch: _StepBatch) -> list[StepRecord]:
         for session_id, _low, high, _count in batch.summary:
