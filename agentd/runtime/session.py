@@ -504,6 +504,13 @@ class SessionRunner:
             outcome = StepOutcome(status="error", error=f"timeout: tick took longer than {self.tick_timeout:g}s")
         except Exception as exc:
             outcome = StepOutcome(status="error", error=f"{type(exc).__name__}: {exc}")
+        if type(outcome) is not StepOutcome and not isinstance(outcome, StepOutcome):  # a misbehaving plug-in
+            outcome = StepOutcome(status="error", error=f"do_tick returned {type(outcome).__name__}, not a StepOutcome")
+        if outcome.quiet and self._nothing_to_record(outcome):
+            # Said nothing and changed nothing (an idle persona): no step, so storage pays only
+            # for what happened. The schedule moves on as after any tick.
+            self._due = self._next_due(woken, started)
+            return False
         if outcome.status == "error":
             self.consecutive_errors += 1
         latency_ms = (loop.time() - started) * 1000
@@ -520,9 +527,7 @@ class SessionRunner:
             error=outcome.error,
             latency_ms=round(latency_ms, 3),
         )
-        # Next due one heartbeat after this one was due; after a long stall, do not burst.
-        following = self._due + self.heartbeat
-        self._due = following if not woken and following > started else started + self.heartbeat
+        self._due = self._next_due(woken, started)
         limit = self.agent.max_consecutive_errors
         if limit is not None and self.consecutive_errors >= limit:
             self.status = "stopping"
@@ -533,6 +538,17 @@ class SessionRunner:
             await self._stop("stopped", text="stopped by the agent")
             return True
         return False
+
+    def _next_due(self, woken: bool, started: float) -> float:
+        """Next due one heartbeat after this one was due; after a long stall, do not burst."""
+        following = self._due + self.heartbeat
+        return following if not woken and following > started else started + self.heartbeat
+
+    def _nothing_to_record(self, outcome: StepOutcome) -> bool:
+        if self.agent.record_quiet_ticks or outcome.status == "error" or outcome.stop or outcome.text is not None:
+            return False
+        context = self.context
+        return all(key in context and context[key] == value for key, value in outcome.context_delta.items())
 
 
 class _Resume:
