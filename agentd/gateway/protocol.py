@@ -34,6 +34,7 @@ __all__ = [
     "PingOp",
     "PongEvent",
     "SnapshotEvent",
+    "SnapshotPageEvent",
     "StepBody",
     "StepEvent",
     "SubscribeOp",
@@ -163,13 +164,27 @@ class MessageEvent(MessageBody):
 
 
 class SnapshotEvent(_Event):
-    """First frame of a subscription. ``steps`` for run rooms, ``messages`` for conv rooms."""
+    """First frame of a subscription. ``steps`` for run rooms, ``messages`` for conv rooms.
+
+    ``more`` is true when ``snapshot_page`` frames follow with the rest of an agent room's
+    sessions (``state.sessions``); history beyond what fits follows as ``step`` events.
+    """
 
     type: Literal["snapshot"] = "snapshot"
     room: str
     state: dict[str, Any] | None
     steps: list[StepBody] | None = None
     messages: list[MessageBody] | None = None
+    more: bool = False
+
+
+class SnapshotPageEvent(_Event):
+    """More sessions of an agent room's snapshot state, so that no frame nears 1 MiB."""
+
+    type: Literal["snapshot_page"] = "snapshot_page"
+    room: str
+    sessions: list[dict[str, Any]]
+    more: bool
 
 
 class ErrorEvent(_Event):

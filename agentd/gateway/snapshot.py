@@ -6,54 +6,103 @@ nothing falls between the two. The state is the latest ``sessions`` row (or conv
 at read time; it may be a flush ahead of or behind the steps, which is fine for display
 (a step carries its own ``state`` snapshot, which is the authoritative one).
 
-A long history is neither packed into one frame (a default Python client refuses frames over
-1 MiB) nor held in memory at once: steps are read in pages of ``SNAPSHOT_MAX_ITEMS`` seqs per
-session (seqs are gapless, so page k is the seq window (since + k*P, since + (k+1)*P]). The
-snapshot frame carries page 0; the sender reads and sends the next pages as ordinary ``step``
-events, before any live event of the room, and stops at the first empty page. Conversations
-are read whole (human-sized) and their tail beyond the first page follows as ``message`` events.
+No frame grows with the data (a default Python client refuses frames over 1 MiB): every frame
+is assembled from pre-serialised items up to ``FRAME_BUDGET`` bytes.
+
+- An agent room's state lists every session of the agent (2,000 sessions are ~2 MB): the
+  ``snapshot`` frame carries the first sessions and ``"more": true``, then ``snapshot_page``
+  frames carry the rest, the last one with ``"more": false``.
+- Steps are read in pages of a seq window per session (seqs are gapless, so page k is the
+  window (base + k*W, base + (k+1)*W] with base = the session's since), W shrinking with the
+  number of sessions so that one page holds about ``SNAPSHOT_PAGE_ROWS`` rows. What fits goes in
+  the ``snapshot`` frame's ``steps``, the rest follows as ordinary ``step`` events, page after
+  page, before any live event of the room; the pages stop at the first empty one.
+- Conversations are read whole (human-sized); messages that do not fit follow as ``message``
+  events.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Any
 
-from agentd.gateway.protocol import (
-    SnapshotEvent,
-    message_body,
-    message_frame,
-    step_body,
-    step_body_json,
-    step_frame,
-)
-from agentd.gateway.rooms import ConvRoom, Room, RunRoom
+from agentd.gateway.protocol import message_body, message_frame, step_body_json, step_frame
+from agentd.gateway.rooms import AgentRoom, ConvRoom, Room, RunRoom
 from agentd.gateway.rows import SkippedStep, decode_steps
 from agentd.gateway.tailer import MESSAGE_COLUMNS, VERSION_COLUMN
 from agentd.store.conversations import MessageRecord, get_conversation, list_participants
-from agentd.store.sessions import get_session, list_sessions
+from agentd.store.sessions import SessionRecord, get_session
 from agentd.store.sql import sql_in, sql_str
 from agentd.store.steps import StepRecord, read_steps_between_versions
 
-__all__ = ["SNAPSHOT_MAX_ITEMS", "Snapshot", "build_snapshot"]
+__all__ = ["FRAME_BUDGET", "SNAPSHOT_MAX_ITEMS", "SNAPSHOT_PAGE_ROWS", "Snapshot", "build_snapshot"]
 
+log = logging.getLogger(__name__)
+
+# Largest seq window per session and page (a single-session room reads 500 steps a page).
 SNAPSHOT_MAX_ITEMS = 500
+# Rows one page may hold across the sessions of an agent room (bounds the gateway's memory).
+SNAPSHOT_PAGE_ROWS = 5_000
+# Bytes of items per snapshot / snapshot_page frame: a quarter of a default client's max_size.
+FRAME_BUDGET = 256 * 1024
 
 Since = int | dict[str, int]
+StepPages = AsyncGenerator[tuple[list[str], dict[str, int]], None]
 
 
 @dataclass(slots=True)
 class Snapshot:
     frame: str
-    # Conv rooms: frames that follow the snapshot frame (messages beyond the first page).
+    # Agent rooms: snapshot_page frames with the sessions that did not fit in ``frame``.
+    pages: list[str] = field(default_factory=list)
+    # Step rooms: step frames of the first page that did not fit in ``frame``.
+    steps: list[str] = field(default_factory=list)
+    # Conv rooms: message frames that did not fit in ``frame``.
     backlog: list[str] = field(default_factory=list)
     # Step rooms: the following pages, as (frames, last seq per session in the page).
-    pages: AsyncGenerator[tuple[list[str], dict[str, int]], None] | None = None
-    # Step rooms: the last seq covered per session by the snapshot frame.
+    later: StepPages | None = None
+    # Step rooms: the last seq covered per session by the first page (sent in frame + steps).
     last: dict[str, int] = field(default_factory=dict)
     # Conv rooms: how many messages exist up to the watermark (the next live one is count + 1).
     count: int = 0
+
+
+def _fit(items: list[str], budget: int) -> int:
+    """How many of ``items`` (JSON texts) fit in ``budget`` bytes; at least one if any."""
+    used = 0
+    for n, item in enumerate(items):
+        used += len(item.encode()) + 1
+        if used > budget and n > 0:
+            return n
+    return len(items)
+
+
+def _chunks(items: list[str], budget: int) -> list[list[str]]:
+    chunks: list[list[str]] = []
+    while items:
+        n = _fit(items, budget)
+        chunks.append(items[:n])
+        items = items[n:]
+    return chunks
+
+
+def _snapshot_frame(room: str, state: str, key: str, items: list[str], more: bool) -> str:
+    """A ``SnapshotEvent`` as text, from pre-serialised parts (``key`` is steps or messages)."""
+    return (
+        f'{{"type":"snapshot","room":{json.dumps(room)},"state":{state},'
+        f'"{key}":[{",".join(items)}],"more":{"true" if more else "false"}}}'
+    )
+
+
+def _page_frame(room: str, sessions: list[str], more: bool) -> str:
+    """A ``SnapshotPageEvent`` as text."""
+    return (
+        f'{{"type":"snapshot_page","room":{json.dumps(room)},'
+        f'"sessions":[{",".join(sessions)}],"more":{"true" if more else "false"}}}'
+    )
 
 
 async def build_snapshot(store: Any, room: Room, since: Since, upto: int) -> Snapshot:
@@ -66,46 +115,76 @@ async def build_snapshot(store: Any, room: Room, since: Since, upto: int) -> Sna
         if not isinstance(since, int):
             raise ValueError("since must be an integer for a session room")
         record = await get_session(store.sessions, room.session_id)
-        state = record.model_dump(mode="json") if record and record.agent_id == room.agent_id else None
+        state = record.model_dump_json() if record and record.agent_id == room.agent_id else "null"
         scope = f"session_id = {sql_str(room.session_id)} AND agent_id = {sql_str(room.agent_id)}"
+        chunks, width = [], SNAPSHOT_MAX_ITEMS
     else:
-        sessions = await list_sessions(store.sessions, agent_id=room.agent_id)
-        state = {"agent_id": room.agent_id, "sessions": [s.model_dump(mode="json") for s in sessions]}
+        sessions = await _agent_sessions(store, room)
+        chunks = _chunks(sessions, FRAME_BUDGET)
         scope = f"agent_id = {sql_str(room.agent_id)}"
-    first = await _step_page(store, scope, since, 0, upto)
-    event = SnapshotEvent(
-        room=room.name, state=state, steps=[step_body(r) for r in first if type(r) is not SkippedStep]
-    )
-    return Snapshot(
-        frame=event.model_dump_json(exclude={"messages"}),
-        pages=_later_pages(store, room.name, scope, since, upto) if first else None,
-        last=_last_seqs(first),
-    )
+        width = max(1, min(SNAPSHOT_MAX_ITEMS, SNAPSHOT_PAGE_ROWS // max(1, len(sessions))))
+    first = await _step_page(store, scope, since, 0, width, upto)
+    bodies = [step_body_json(r) for r in first if type(r) is not SkippedStep]
+    snap = Snapshot(frame="", last=_last_seqs(first))
+    if first:
+        snap.later = _later_pages(store, room.name, scope, since, width, upto)
+    if isinstance(room, AgentRoom):
+        head = chunks[0] if chunks else []
+        state = f'{{"agent_id":{json.dumps(room.agent_id)},"sessions":[{",".join(head)}]}}'
+        snap.pages = [_page_frame(room.name, c, n < len(chunks) - 1) for n, c in enumerate(chunks[1:], start=1)]
+        if snap.pages:  # steps follow the last page, so that a client has every session first
+            snap.frame = _snapshot_frame(room.name, state, "steps", [], more=True)
+            snap.steps = [step_frame(room.name, b) for b in bodies]
+            return snap
+    fit = _fit(bodies, FRAME_BUDGET - len(state.encode()))
+    snap.frame = _snapshot_frame(room.name, state, "steps", bodies[:fit], more=False)
+    snap.steps = [step_frame(room.name, b) for b in bodies[fit:]]
+    return snap
 
 
-def _window(since: Since, page: int) -> str:
-    """Seqs of page ``page``: (base + page*P, base + (page+1)*P] with base = the session's since."""
-    low, high = page * SNAPSHOT_MAX_ITEMS, (page + 1) * SNAPSHOT_MAX_ITEMS
+async def _agent_sessions(store: Any, room: AgentRoom) -> list[str]:
+    """The agent's session rows as JSON texts, by session_id; an undecodable row is skipped."""
+    rows = await store.sessions.query().where(f"agent_id = {sql_str(room.agent_id)}").to_arrow()
+    texts: list[tuple[str, str]] = []
+    for row in rows.to_pylist():
+        try:
+            record = SessionRecord.from_row(row)
+        except (ValueError, TypeError, RecursionError) as exc:
+            log.warning("sessions row %s cannot be decoded (%s); left out of the snapshot", row.get("session_id"), exc)
+            continue
+        texts.append((record.session_id, record.model_dump_json()))
+    return [text for _, text in sorted(texts)]
+
+
+def _window(since: Since, page: int, width: int) -> str:
+    """Seqs of page ``page``: (base + page*W, base + (page+1)*W] with base = the session's since.
+
+    Sessions of a since map that share a value share one clause, so a resume after a restart
+    (most sessions at nearby seqs) stays a short filter.
+    """
+    low, high = page * width, (page + 1) * width
     if isinstance(since, int):
         return f"seq > {since + low} AND seq <= {since + high}"
+    by_value: dict[int, list[str]] = {}
+    for sid, seq in since.items():
+        by_value.setdefault(int(seq), []).append(sid)
     named = [
-        f"(session_id = {sql_str(sid)} AND seq > {int(seq) + low} AND seq <= {int(seq) + high})"
-        for sid, seq in since.items()
+        f"({sql_in('session_id', sids)} AND seq > {value + low} AND seq <= {value + high})"
+        for value, sids in sorted(by_value.items())
     ]
     others = f"(NOT ({sql_in('session_id', list(since))}) AND seq > {low} AND seq <= {high})"
     return "(" + " OR ".join([*named, others]) + ")"
 
 
-async def _step_page(store: Any, scope: str, since: Since, page: int, upto: int) -> list[StepRecord]:
-    rows = await read_steps_between_versions(store.steps, 0, upto, where=f"{scope} AND {_window(since, page)}")
+async def _step_page(store: Any, scope: str, since: Since, page: int, width: int, upto: int) -> list[StepRecord]:
+    where = f"{scope} AND {_window(since, page, width)}"
+    rows = await read_steps_between_versions(store.steps, 0, upto, where=where)
     return sorted(decode_steps(rows)[0], key=lambda r: (r.session_id, r.seq))
 
 
-async def _later_pages(
-    store: Any, room: str, scope: str, since: Since, upto: int
-) -> AsyncGenerator[tuple[list[str], dict[str, int]], None]:
+async def _later_pages(store: Any, room: str, scope: str, since: Since, width: int, upto: int) -> StepPages:
     page = 1
-    while records := await _step_page(store, scope, since, page, upto):
+    while records := await _step_page(store, scope, since, page, width, upto):
         frames = [step_frame(room, step_body_json(r)) for r in records if type(r) is not SkippedStep]
         yield frames, _last_seqs(records)
         page += 1
@@ -121,10 +200,13 @@ def _last_seqs(records: list[StepRecord]) -> dict[str, int]:
 async def _conv_snapshot(store: Any, room: ConvRoom, since: int, upto: int) -> Snapshot:
     conversation = await get_conversation(store.conversations, room.conversation_id)
     participants = await list_participants(store.participants, room.conversation_id)
-    state = {
-        "conversation": conversation.model_dump(mode="json") if conversation else None,
-        "participants": [p.model_dump(mode="json") for p in participants],
-    }
+    state = json.dumps(
+        {
+            "conversation": conversation.model_dump(mode="json") if conversation else None,
+            "participants": [p.model_dump(mode="json") for p in participants],
+        },
+        separators=(",", ":"),
+    )
     clause = f"conversation_id = {sql_str(room.conversation_id)} AND {VERSION_COLUMN} <= {int(upto)}"
     rows = await store.messages.query().where(clause).select(MESSAGE_COLUMNS).to_arrow()
     versions = rows.column(VERSION_COLUMN).to_pylist()
@@ -136,8 +218,8 @@ async def _conv_snapshot(store: Any, room: ConvRoom, since: int, upto: int) -> S
         )
     ]
     numbered = list(enumerate(ordered, start=1))[since:]
-    head, tail = numbered[:SNAPSHOT_MAX_ITEMS], numbered[SNAPSHOT_MAX_ITEMS:]
-    event = SnapshotEvent(room=room.name, state=state, messages=[message_body(m, seq) for seq, m in head])
-    snap = Snapshot(frame=event.model_dump_json(exclude={"steps"}), count=len(ordered))
-    snap.backlog = [message_frame(room.name, m, seq) for seq, m in tail]
+    head = [message_body(m, seq).model_dump_json() for seq, m in numbered[:SNAPSHOT_MAX_ITEMS]]
+    fit = _fit(head, FRAME_BUDGET - len(state.encode()))
+    snap = Snapshot(frame=_snapshot_frame(room.name, state, "messages", head[:fit], more=False), count=len(ordered))
+    snap.backlog = [message_frame(room.name, m, seq) for seq, m in numbered[fit:]]
     return snap

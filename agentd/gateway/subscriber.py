@@ -354,13 +354,17 @@ class Connection:
         sub.count = snap.count
         await self.ws.send(snap.frame)
         self.ctx.stats.snapshots += 1
-        for frame in snap.backlog:
-            if not sub.active:
-                return
-            await self.ws.send(frame)
-            self.ctx.stats.messages += 1
-        if snap.pages is not None:
-            async with contextlib.aclosing(snap.pages) as pages:
+        for frames, counter in ((snap.pages, None), (snap.backlog, "messages"), (snap.steps, "steps")):
+            for frame in frames:
+                if not sub.active:
+                    return
+                await self.ws.send(frame)
+                if counter == "messages":
+                    self.ctx.stats.messages += 1
+                elif counter == "steps":
+                    self.ctx.stats.steps += 1
+        if snap.later is not None:
+            async with contextlib.aclosing(snap.later) as pages:
                 async for frames, last in pages:
                     for session_id, seq in last.items():
                         sub.last[session_id] = max(seq, sub.last.get(session_id, 0))
