@@ -5,7 +5,7 @@ it never writes session data. Protocol reference: the README, "Live updates over
 """
 
 from agentd.gateway.auth import GatewayConfigError, is_loopback
-from agentd.gateway.health import HealthReport
+from agentd.gateway.health import HealthReport, HealthSummary
 from agentd.gateway.protocol import CloseCodes
 from agentd.gateway.server import (
     EXIT_CONFIG,
@@ -26,6 +26,7 @@ __all__ = [
     "GatewayConfigError",
     "GatewayStarted",
     "HealthReport",
+    "HealthSummary",
     "is_loopback",
     "run_gateway",
     "serve_gateway",
