@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from agentd.queue import Ack, ActionQueue, ClaimLost, retryable
@@ -171,6 +172,32 @@ class ClaimKeeper:
             return 0
         log.info("handed %d in-flight actions back to the queue", released)
         return released
+
+    async def settle(self, acks: AckBatcher, ack: Ack, stopping: Callable[[], bool]) -> bool:
+        """Record the acknowledgement, retrying storage errors; True once it is recorded.
+
+        Until then the action stays held (its lease renewed): giving up would let it be applied
+        again. At a stop it is handed back instead, and its next claimer finds the step it
+        caused and only acknowledges it.
+        """
+        delay = 0.1
+        while True:
+            try:
+                await acks.finish(ack)
+            except ClaimLost as exc:
+                log.warning("%s", exc)
+                self.drop(ack.action)
+                return False
+            except Exception as exc:
+                if stopping():
+                    log.warning("acknowledging %s failed at stop (%s); handing it back", ack.action.action_id, exc)
+                    return False
+                log.warning("acknowledging %s failed (%s); retrying in %.1fs", ack.action.action_id, exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            self.drop(ack.action)
+            return True
 
     def counters(self) -> dict[str, Any]:
         return {"held": len(self.held), "renew_failures": self.renew_failures}

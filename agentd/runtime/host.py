@@ -19,7 +19,6 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
 from typing import Any
 
 from agentd import faults
@@ -28,17 +27,17 @@ from agentd.agents.registry import UnknownAgentType, agent_type
 from agentd.config import Settings
 from agentd.ids import shard_for
 from agentd.llm.base import LLMClient
-from agentd.queue import Ack, ActionQueue, ClaimLost
+from agentd.queue import Ack, ActionQueue
 from agentd.runtime.acks import AckBatcher, ClaimKeeper
 from agentd.runtime.lateness import LatencyStats
+from agentd.runtime.resume import load_live_sessions
 from agentd.runtime.session import ActionRejected, Command, CommandResult, SessionGone, SessionRunner
-from agentd.runtime.unhosted import QUARANTINE_PREFIX, replayed_result, write_final_step
+from agentd.runtime.unhosted import act_unhosted, replayed_result, write_final_step
 from agentd.runtime.watcher import ConversationWatcher
 from agentd.store import Store
 from agentd.store.actions import ActionRecord
 from agentd.store.sessions import SessionRecord, get_session
-from agentd.store.sql import sql_in
-from agentd.store.steps import StepRecord, latest_step, latest_steps_since, steps_of_actions
+from agentd.store.steps import StepRecord, latest_step, steps_of_actions
 from agentd.store.writer import BatchingWriter
 from agentd.timeutil import utcnow
 
@@ -46,9 +45,6 @@ __all__ = ["SessionHost"]
 
 log = logging.getLogger(__name__)
 
-LIVE_STATUSES = ["starting", "running", "paused", "stopping"]
-# Steps newer than the newest session row are found within this margin (clock steps, slow flushes).
-RECOVERY_MARGIN = timedelta(minutes=5)
 # A claim that takes longer is abandoned (its rows, if won, are reclaimed after the lease).
 CLAIM_TIMEOUT = 30.0
 
@@ -190,29 +186,9 @@ class SessionHost:
     # -- resuming ----------------------------------------------------------------------------
 
     async def _resume_sessions(self) -> int:
-        """Resume the live sessions of our shards; quarantine the ones that cannot be resumed.
-
-        Only live rows are loaded (stopped sessions cost nothing at boot). A session whose row
-        or latest step is unreadable, whose agent type is not installed, or whose stored config
-        no longer validates goes to ``error`` with the reason, and every other session resumes.
-        """
-        where = f"{sql_in('shard', self.shards)} AND {sql_in('status', LIVE_STATUSES)}"
-        rows = await self.store.sessions.query().where(where).to_arrow()
-        records, bad = SessionRecord.from_arrow_tolerant(rows)
-        for row, reason in bad:
-            log.error("session row %s is unreadable, not resuming it: %s", row.get("session_id"), reason)
-        if not records:
-            return 0
-        newest = max(r.updated_at for r in records)
-        steps, unreadable = await latest_steps_since(self.store.steps, self.shards, newest - RECOVERY_MARGIN)
+        """Resume the live sessions of our shards; quarantine those that cannot be resumed."""
         count = 0
-        for record in records:
-            step = steps.get(record.session_id)
-            if step is not None and step.seq > record.last_seq:
-                record = _apply_step_state(record, step.seq, step.state)
-            if record.status not in LIVE_STATUSES:
-                continue
-            problem = unreadable.get(record.session_id)
+        for record, problem in await load_live_sessions(self.store, self.shards):
             if problem is None:
                 try:
                     self._start_runner(record, creating=False)
@@ -367,24 +343,7 @@ class SessionHost:
         raise ActionRejected(f"session {action.session_id} already exists")
 
     async def _not_hosted(self, action: ActionRecord) -> CommandResult:
-        existing = await get_session(self.store.sessions, action.session_id)
-        if existing is None:
-            raise ActionRejected(f"unknown session {action.session_id}")
-        if action.kind == "destroy":
-            if existing.status == "stopped":
-                return {"session_id": existing.session_id, "status": existing.status}, 0
-            # Destroy always works: an error, quarantined or unresumable session is stopped here.
-            return await write_final_step(
-                self.writer,
-                self.store,
-                existing,
-                status="stopped",
-                text="destroyed",
-                epoch=self.epoch,
-                action_id=action.action_id,
-            )
-        why = existing.last_result if (existing.last_result or "").startswith(QUARANTINE_PREFIX) else None
-        raise ActionRejected(f"session {action.session_id} is {existing.status}" + (f" ({why})" if why else ""))
+        return await act_unhosted(self.writer, self.store, action, self.epoch)
 
     def _ack(self, action: ActionRecord, outcome: Awaitable[CommandResult]) -> None:
         task = asyncio.ensure_future(self._acknowledge(action, outcome))
@@ -425,32 +384,7 @@ class SessionHost:
         )
 
     async def _finish(self, ack: Ack) -> bool:
-        """Record the acknowledgement, retrying storage errors; True once it is recorded.
-
-        Until then the action stays held (its lease renewed): giving up would let it be applied
-        again. At a stop it is handed back instead, and its next claimer finds the step it
-        caused and only acknowledges it.
-        """
-        delay = 0.1
-        while True:
-            try:
-                await self.acks.finish(ack)
-            except ClaimLost as exc:
-                log.warning("%s", exc)
-                self.claims.drop(ack.action)
-                return False
-            except Exception as exc:
-                if self._stopping:
-                    log.warning(
-                        "acknowledging %s failed during the stop (%s); handing it back", ack.action.action_id, exc
-                    )
-                    return False
-                log.warning("acknowledging %s failed (%s); retrying in %.1fs", ack.action.action_id, exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
-                continue
-            self.claims.drop(ack.action)
-            return True
+        return await self.claims.settle(self.acks, ack, lambda: self._stopping)
 
     # -- status ------------------------------------------------------------------------------
 
@@ -475,16 +409,3 @@ async def _rejected(message: str) -> CommandResult:
 
 async def _done(result: dict[str, Any]) -> CommandResult:
     return result, 0
-
-
-def _apply_step_state(record: SessionRecord, seq: int, state: dict[str, Any]) -> SessionRecord:
-    """The step is newer than the row (crash between the two commits): take the step's state."""
-    return record.model_copy(
-        update={
-            "last_seq": seq,
-            "status": state.get("status", record.status),
-            "iteration": state.get("iteration", record.iteration),
-            "context": state.get("context", record.context),
-            "last_result": state.get("last_result", record.last_result),
-        }
-    )

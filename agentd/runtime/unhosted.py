@@ -15,14 +15,14 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from agentd.runtime.session import CommandResult
+from agentd.runtime.session import ActionRejected, CommandResult
 from agentd.store.actions import ActionRecord
-from agentd.store.sessions import SessionRecord
+from agentd.store.sessions import SessionRecord, get_session
 from agentd.store.steps import StepRecord, latest_step
 from agentd.store.writer import BatchingWriter
 from agentd.timeutil import utcnow
 
-__all__ = ["QUARANTINE_PREFIX", "replayed_result", "write_final_step"]
+__all__ = ["QUARANTINE_PREFIX", "act_unhosted", "replayed_result", "write_final_step"]
 
 log = logging.getLogger(__name__)
 
@@ -90,3 +90,19 @@ async def write_final_step(
     )
     generation = await writer.submit([step], snapshot)
     return {"session_id": record.session_id, "status": status, "seq": seq}, generation
+
+
+async def act_unhosted(writer: BatchingWriter, store: Any, action: ActionRecord, epoch: int) -> CommandResult:
+    """An action for a session of ours that has no runner: destroy works, anything else is refused."""
+    existing = await get_session(store.sessions, action.session_id)
+    if existing is None:
+        raise ActionRejected(f"unknown session {action.session_id}")
+    if action.kind == "destroy":
+        if existing.status == "stopped":
+            return {"session_id": existing.session_id, "status": existing.status}, 0
+        # Destroy always works: an error, quarantined or unresumable session is stopped here.
+        return await write_final_step(
+            writer, store, existing, status="stopped", text="destroyed", epoch=epoch, action_id=action.action_id
+        )
+    why = existing.last_result if (existing.last_result or "").startswith(QUARANTINE_PREFIX) else None
+    raise ActionRejected(f"session {action.session_id} is {existing.status}" + (f" ({why})" if why else ""))
