@@ -13,8 +13,10 @@ is assembled from pre-serialised items up to ``FRAME_BUDGET`` bytes.
   ``snapshot`` frame carries the first sessions and ``"more": true``, then ``snapshot_page``
   frames carry the rest, the last one with ``"more": false``.
 - Steps are read in pages of a seq window per session (seqs are gapless, so page k is the
-  window (base + k*W, base + (k+1)*W] with base = the session's since), W shrinking with the
-  number of sessions so that one page holds about ``SNAPSHOT_PAGE_ROWS`` rows. What fits goes in
+  window (base + k*W, base + (k+1)*W]), W shrinking with the number of sessions so that one page
+  holds about ``SNAPSHOT_PAGE_ROWS`` rows. A session's base is its since, or just below its
+  first stored seq when retention trimmed the older steps (``_bases``: without it a trimmed
+  history would start with empty pages and the paging would stop there). What fits goes in
   the ``snapshot`` frame's ``steps``, the rest follows as ordinary ``step`` events, page after
   page, before any live event of the room; the pages stop at the first empty one.
 - Conversations are read whole (human-sized); messages that do not fit follow as ``message``
@@ -123,11 +125,12 @@ async def build_snapshot(store: Any, room: Room, since: Since, upto: int) -> Sna
         chunks = _chunks(sessions, FRAME_BUDGET)
         scope = f"agent_id = {sql_str(room.agent_id)}"
         width = max(1, min(SNAPSHOT_MAX_ITEMS, SNAPSHOT_PAGE_ROWS // max(1, len(sessions))))
-    first = await _step_page(store, scope, since, 0, width, upto)
+    bases = await _bases(store, scope, since, upto)
+    first = await _step_page(store, scope, bases, 0, width, upto)
     bodies = [step_body_json(r) for r in first if type(r) is not SkippedStep]
     snap = Snapshot(frame="", last=_last_seqs(first))
     if first:
-        snap.later = _later_pages(store, room.name, scope, since, width, upto)
+        snap.later = _later_pages(store, room.name, scope, bases, width, upto)
     if isinstance(room, AgentRoom):
         head = chunks[0] if chunks else []
         state = f'{{"agent_id":{json.dumps(room.agent_id)},"sessions":[{",".join(head)}]}}'
@@ -156,35 +159,54 @@ async def _agent_sessions(store: Any, room: AgentRoom) -> list[str]:
     return [text for _, text in sorted(texts)]
 
 
-def _window(since: Since, page: int, width: int) -> str:
-    """Seqs of page ``page``: (base + page*W, base + (page+1)*W] with base = the session's since.
-
-    Sessions of a since map that share a value share one clause, so a resume after a restart
-    (most sessions at nearby seqs) stays a short filter.
-    """
-    low, high = page * width, (page + 1) * width
-    if isinstance(since, int):
-        return f"seq > {since + low} AND seq <= {since + high}"
+def _grouped(bases: dict[str, int], low: int, high: int | None) -> list[str]:
+    """One clause per distinct base: a resume (most sessions at nearby seqs) stays short."""
     by_value: dict[int, list[str]] = {}
-    for sid, seq in since.items():
+    for sid, seq in bases.items():
         by_value.setdefault(int(seq), []).append(sid)
-    named = [
-        f"({sql_in('session_id', sids)} AND seq > {value + low} AND seq <= {value + high})"
+    upper = "" if high is None else " AND seq <= {}"
+    return [
+        f"({sql_in('session_id', sids)} AND seq > {value + low}{upper.format(value + (high or 0))})"
         for value, sids in sorted(by_value.items())
     ]
-    others = f"(NOT ({sql_in('session_id', list(since))}) AND seq > {low} AND seq <= {high})"
-    return "(" + " OR ".join([*named, others]) + ")"
 
 
-async def _step_page(store: Any, scope: str, since: Since, page: int, width: int, upto: int) -> list[StepRecord]:
-    where = f"{scope} AND {_window(since, page, width)}"
-    rows = await read_steps_between_versions(store.steps, 0, upto, where=where)
+def _beyond(since: Since) -> str:
+    """Rows after ``since``: sessions a since map does not name start at 0."""
+    if isinstance(since, int):
+        return f"seq > {int(since)}"
+    others = f"NOT ({sql_in('session_id', list(since))})" if since else "TRUE"
+    return "(" + " OR ".join([*_grouped(since, 0, None), f"({others})"]) + ")"
+
+
+async def _bases(store: Any, scope: str, since: Since, upto: int) -> dict[str, int]:
+    """Per session with steps after ``since`` (up to version ``upto``): one below the first of them.
+
+    Two columns of the room's rows after since; with retention on, a bounded read.
+    """
+    clause = f"{VERSION_COLUMN} <= {int(upto)} AND {scope} AND {_beyond(since)}"
+    rows = await store.steps.query().where(clause).select(["session_id", "seq"]).to_arrow()
+    if rows.num_rows == 0:
+        return {}
+    grouped = rows.group_by("session_id").aggregate([("seq", "min")])
+    firsts = zip(grouped.column("session_id").to_pylist(), grouped.column("seq_min").to_pylist(), strict=True)
+    return {str(sid): int(seq) - 1 for sid, seq in firsts}
+
+
+async def _step_page(
+    store: Any, scope: str, bases: dict[str, int], page: int, width: int, upto: int
+) -> list[StepRecord]:
+    """Page ``page`` of the seq windows (base + page*W, base + (page+1)*W] of every session."""
+    if not bases:
+        return []
+    window = " OR ".join(_grouped(bases, page * width, (page + 1) * width))
+    rows = await read_steps_between_versions(store.steps, 0, upto, where=f"{scope} AND ({window})")
     return sorted(decode_steps(rows)[0], key=lambda r: (r.session_id, r.seq))
 
 
-async def _later_pages(store: Any, room: str, scope: str, since: Since, width: int, upto: int) -> StepPages:
+async def _later_pages(store: Any, room: str, scope: str, bases: dict[str, int], width: int, upto: int) -> StepPages:
     page = 1
-    while records := await _step_page(store, scope, since, page, width, upto):
+    while records := await _step_page(store, scope, bases, page, width, upto):
         frames = [step_frame(room, step_body_json(r)) for r in records if type(r) is not SkippedStep]
         yield frames, _last_seqs(records)
         page += 1

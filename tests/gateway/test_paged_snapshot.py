@@ -124,3 +124,38 @@ def test_single_session_snapshot_keeps_its_shape_and_budget(db_uri: str) -> None
             await client.close()
 
     asyncio.run(scenario())
+
+
+@pytest.mark.timeout(60)
+def test_trimmed_history_starts_at_the_first_stored_step(db_uri: str) -> None:
+    """Retention deletes a session's oldest steps: the snapshot pages from the first stored seq
+    instead of stopping at the empty windows below it (session and agent rooms, since 0 or a map)."""
+
+    async def scenario() -> None:
+        store = await Store.open(db_uri, SHARDS)
+        young, trimmed = _session(1), _session(2)
+        rows = [_step(young, seq) for seq in range(1, 101)] + [_step(trimmed, seq) for seq in range(1001, 1701)]
+        await store.steps.add(StepRecord.to_arrow(rows))
+        async with running_gateway(gateway_settings(db_uri)) as gw:
+            client = await Recorder.open(gw.port)
+            await client.subscribe(f"run::a1::{trimmed.session_id}")
+            await client.subscribe("run::a1::*")
+            second = await Recorder.open(gw.port)
+            await second.subscribe("run::a1::*", since={trimmed.session_id: 1600, young.session_id: 50})
+            await until(lambda: client.count("run::a1::*") == 800, 30, "agent room from 0")
+            await until(lambda: client.count(f"run::a1::{trimmed.session_id}") == 700, 30, "session room")
+            await until(lambda: second.count("run::a1::*") == 50 + 100, 30, "agent room from a map")
+            await asyncio.sleep(0.2)
+            assert client.steps(f"run::a1::{trimmed.session_id}") == {trimmed.session_id: list(range(1001, 1701))}
+            assert client.steps("run::a1::*") == {
+                young.session_id: list(range(1, 101)),
+                trimmed.session_id: list(range(1001, 1701)),
+            }
+            assert second.steps("run::a1::*") == {
+                young.session_id: list(range(51, 101)),
+                trimmed.session_id: list(range(1601, 1701)),
+            }
+            await client.close()
+            await second.close()
+
+    asyncio.run(scenario())
