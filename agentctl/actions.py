@@ -17,7 +17,7 @@ import click
 from agentctl.context import Obj, json_option, pass_obj
 from agentctl.errors import EXIT_INTERRUPTED
 from agentctl.output import STATUS_COLOURS, emit_json, style
-from agentctl.params import id_callback, optional_id_callback, parse_guidance, slug
+from agentctl.params import TEXT, id_callback, optional_id_callback, parse_guidance, slug
 from agentctl.views import compact
 from agentd.ids import new_id
 
@@ -54,6 +54,7 @@ def _create_options(func: F) -> F:
             no_wait_option,
             click.option(
                 "--idempotency-key",
+                type=TEXT,
                 metavar="KEY",
                 help="Retry-safe create: the same key again is the same action (and the same session).",
             ),
@@ -131,8 +132,10 @@ def create() -> None:
 
 
 @create.command("joke")
-@click.option("--subject", metavar="TEXT", help="What the jokes are about (default: [runtime] default_subject).")
-@click.option("--style", "joke_style", metavar="TEXT", help="Optional style hint, e.g. 'pun'.")
+@click.option(
+    "--subject", type=TEXT, metavar="TEXT", help="What the jokes are about (default: [runtime] default_subject)."
+)
+@click.option("--style", "joke_style", type=TEXT, metavar="TEXT", help="Optional style hint, e.g. 'pun'.")
 @_create_options
 @pass_obj
 def create_joke(
@@ -177,8 +180,8 @@ def create_joke(
     callback=optional_id_callback("conversation id"),
     help="Conversation the persona joins (agentctl conversation create).",
 )
-@click.option("--name", required=True, metavar="NAME", help="The persona's name.")
-@click.option("--tone", metavar="TONE", help="How it speaks (default: friendly).")
+@click.option("--name", required=True, type=TEXT, metavar="NAME", help="The persona's name.")
+@click.option("--tone", type=TEXT, metavar="TONE", help="How it speaks (default: friendly).")
 @click.option(
     "--cooldown",
     type=click.FloatRange(min=0, max=86_400),
@@ -295,7 +298,7 @@ def interrupt(obj: Obj, session_id: str, guidance: str, now: bool, no_wait: bool
 
 @click.command("destroy")
 @session_arg
-@click.option("--reason", metavar="TEXT", help="Recorded in the session's final step.")
+@click.option("--reason", type=TEXT, metavar="TEXT", help="Recorded in the session's final step.")
 @no_wait_option
 @json_option
 @pass_obj

@@ -20,6 +20,7 @@ from agentctl.daemon import daemon
 from agentctl.errors import CtlError
 from agentctl.inspect import list_command, status, steps
 from agentctl.output import emit_json
+from agentctl.purge import purge
 
 __all__ = ["cli", "main"]
 
@@ -70,13 +71,14 @@ def cli(ctx: click.Context, config: str | None, db: str | None, as_json: bool, t
       agentctl interrupt "$SID" "about dogs" --now
       agentctl steps "$SID" --follow
       agentctl --json status "$SID"
+      agentctl purge --stopped-before 7d --yes
       agentctl daemon status
     Shell completion (bash): eval "$(_AGENTCTL_COMPLETE=bash_source agentctl)"
     """
     ctx.obj = Obj(config, db, as_json, timeout)
 
 
-for command in (create, pause, resume, interrupt, destroy, list_command, status, steps, conversation, daemon):
+for command in (create, pause, resume, interrupt, destroy, list_command, status, steps, purge, conversation, daemon):
     cli.add_command(command)
 
 

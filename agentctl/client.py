@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from agentctl.errors import NotFound, Rejected, TimedOut, UsageProblem
-from agentd.config import Settings
+from agentd.config import ConfigError, Settings
 from agentd.control import DaemonUnreachable, request
 from agentd.ids import new_id, shard_for
 from agentd.queue import ActionQueue
@@ -95,7 +95,14 @@ class Control:
         self.settings = settings
         self.store = store
         self.queue = ActionQueue(store.actions, store.num_shards)
-        self.socket_path: Path = settings.control_socket_path
+        # None when the config names no private place for the socket: the queue still works,
+        # the hint (an optimisation) is skipped and the reason shows if the wait times out.
+        self.socket_path: Path | None = None
+        self.socket_problem: str | None = None
+        try:
+            self.socket_path = settings.control_socket_path
+        except ConfigError as exc:
+            self.socket_problem = str(exc)
 
     @classmethod
     async def open(cls, settings: Settings) -> Control:
@@ -103,6 +110,8 @@ class Control:
 
     async def hint(self, shard: int) -> str | None:
         """Tell the daemon that ``shard`` has new actions; returns why not, or None if it took it."""
+        if self.socket_path is None:
+            return self.socket_problem or "no control socket"
         try:
             reply = await request(self.socket_path, {"op": "wake", "shard": shard}, timeout=HINT_TIMEOUT)
         except DaemonUnreachable as exc:

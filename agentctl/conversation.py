@@ -17,7 +17,7 @@ import click
 from agentctl.context import Obj, json_option, pass_obj
 from agentctl.errors import EXIT_INTERRUPTED, NotFound
 from agentctl.output import emit_json
-from agentctl.params import id_callback, parse_since_time
+from agentctl.params import TEXT, id_callback, parse_since_time
 from agentctl.views import print_messages
 from agentd.ids import new_id
 
@@ -48,7 +48,7 @@ async def _require(store: Store, conversation_id: str) -> None:
 
 
 @conversation.command("create")
-@click.argument("title")
+@click.argument("title", type=TEXT)
 @json_option
 @pass_obj
 def conversation_create(obj: Obj, title: str) -> None:
@@ -79,7 +79,7 @@ def conversation_create(obj: Obj, title: str) -> None:
 
 @conversation.command("post")
 @click.argument("conversation_id", metavar="CONVERSATION_ID", callback=id_callback("conversation id"))
-@click.argument("text")
+@click.argument("text", type=TEXT)
 @click.option(
     "--author",
     default="user",

@@ -13,11 +13,12 @@ from typing import Any
 import click
 
 from agentctl.context import Obj, json_option, pass_obj
-from agentctl.errors import EXIT_FAILED, Unreachable
+from agentctl.errors import EXIT_FAILED, Unreachable, UsageProblem
 from agentctl.output import emit_json, human_duration, style, table_lines
+from agentd.config import ConfigError
 from agentd.control import DaemonUnreachable, request_sync
 
-__all__ = ["daemon", "health_problems"]
+__all__ = ["daemon", "health_problems", "maintenance_summary"]
 
 
 @click.group("daemon")
@@ -47,6 +48,24 @@ def health_problems(status: dict[str, Any]) -> list[str]:
         if timeout and isinstance(ago, int | float) and ago > timeout:
             problems.append(f"{name}: last heartbeat {ago:.1f}s ago (timeout {timeout:g}s)")
     return problems
+
+
+def maintenance_summary(report: dict[str, Any]) -> str:
+    """The last maintenance pass in one line: when, how long, and what retention deleted."""
+    parts = [f"last pass {report.get('at', '?')} took {float(report.get('seconds') or 0):.2f}s"]
+    parts.append(f"actions purged {report.get('actions_purged', 0)}")
+    retention = report.get("retention")
+    if retention:
+        parts.append(
+            f"steps deleted {retention.get('steps_deleted', 0)}, sessions purged "
+            f"{retention.get('sessions_purged', 0)}, messages deleted {retention.get('messages_deleted', 0)}"
+        )
+        if retention.get("skipped"):
+            parts.append(f"retention skipped: {retention['skipped']}")
+    skipped = [name for name, t in (report.get("tables") or {}).items() if isinstance(t, dict) and t.get("skipped")]
+    if skipped:
+        parts.append(f"compaction skipped for {', '.join(skipped)} (retried next pass)")
+    return "; ".join(parts)
 
 
 def _mib(value: Any) -> str:
@@ -88,6 +107,9 @@ def _print_human(status: dict[str, Any], problems: list[str]) -> None:
     colours = {3: {"no": "red"}, 4: {"no": "yellow"}}
     for line in table_lines(headers, rows, colours=colours, right=(1, 2, 6, 7, 9, 10, 11)):
         click.echo(line)
+    maintenance = status.get("maintenance")
+    if maintenance:
+        click.echo(f"maintenance: {maintenance_summary(maintenance)}")
     gateway = status.get("gateway")
     if gateway is not None:
         summary = ", ".join(f"{k}={v}" for k, v in gateway.items() if not isinstance(v, dict | list))
@@ -111,7 +133,10 @@ def daemon_status(obj: Obj) -> None:
       agentctl --config /etc/agentd/config.toml daemon status || systemctl status agentd
     """
     settings = obj.settings()
-    path = settings.control_socket_path
+    try:
+        path = settings.control_socket_path
+    except ConfigError as exc:
+        raise UsageProblem(str(exc)) from exc
     try:
         reply = request_sync(path, {"op": "status"}, timeout=obj.socket_timeout())
     except DaemonUnreachable as exc:

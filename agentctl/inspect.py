@@ -7,6 +7,7 @@ restarting. A session is "not found" (exit 3) when it has neither a session row 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
 import click
@@ -26,6 +27,8 @@ __all__ = ["list_command", "status", "steps"]
 # agentd.store.sessions.SESSION_STATUSES, repeated so that --help and completion need not import
 # LanceDB (a test keeps the two equal).
 SESSION_STATUSES = ("starting", "running", "paused", "stopping", "stopped", "error")
+# Steps read (and printed) per query by `steps`: bounds memory whatever the history's length.
+STEPS_PAGE = 1000
 
 
 @click.command("list")
@@ -94,17 +97,36 @@ def status(obj: Obj, session_id: str) -> None:
     print_session(record, obj.json)
 
 
-async def _initial_steps(store: Store, session_id: str, since: int | None, limit: int | None) -> list[StepRecord]:
-    """``--since``: the first ``limit`` steps after it; no ``--since``: the latest ``limit``."""
-    from agentd.store.sql import sql_str
-    from agentd.store.steps import read_steps
+async def _step_pages(
+    store: Store, session_id: str, since: int | None, limit: int | None
+) -> AsyncIterator[list[StepRecord]]:
+    """The steps to print, in seq order, at most ``STEPS_PAGE`` rows per read.
 
-    if since is not None or limit is None:
-        return await read_steps(store.steps, session_id, since=since or 0, limit=limit)
-    rows = await store.steps.query().where(f"session_id = {sql_str(session_id)}").select(["seq"]).to_arrow()
-    top = max(rows.column("seq").to_pylist(), default=0)
-    # Steps committed after reading ``top`` are left to the follower (or the next call).
-    return await read_steps(store.steps, session_id, since=max(0, top - limit), limit=limit)
+    ``--since``: the first ``limit`` steps after it (all without ``limit``); no ``--since``: the
+    latest ``limit`` (all without ``limit``). Only the seq column of the session is read whole
+    (8 bytes a step); rows, with their state snapshots, are read one seq range at a time, so a
+    long history streams instead of being loaded at once. Steps committed after the seqs were
+    read are left to the follower (or the next call).
+    """
+    from agentd.store.sql import sql_str
+    from agentd.store.steps import StepRecord
+
+    where = f"session_id = {sql_str(session_id)}"
+    rows = await store.steps.query().where(where).select(["seq"]).to_arrow()
+    seqs = sorted(rows.column("seq").to_pylist())
+    if since is not None:
+        seqs = [seq for seq in seqs if seq > since]
+        if limit is not None:
+            seqs = seqs[:limit]
+    elif limit is not None and seqs:
+        floor = max(0, seqs[-1] - limit)
+        seqs = [seq for seq in seqs if seq > floor]
+    for start in range(0, len(seqs), STEPS_PAGE):
+        page = seqs[start : start + STEPS_PAGE]
+        query = store.steps.query().where(f"{where} AND seq >= {page[0]} AND seq <= {page[-1]}")
+        records = StepRecord.from_arrow(await query.to_arrow())
+        records.sort(key=lambda r: r.seq)
+        yield records
 
 
 @click.command("steps")
@@ -114,7 +136,7 @@ async def _initial_steps(store: Store, session_id: str, since: int | None, limit
     "--limit",
     type=click.IntRange(min=1),
     metavar="N",
-    help="At most N steps: the first N after --since, else the latest N.",
+    help="At most N steps: the first N after --since, else the latest N (default: all, read in pages).",
 )
 @click.option("--follow", "-f", is_flag=True, help="Keep printing new steps as they are committed (Ctrl-C ends).")
 @json_option
@@ -141,17 +163,19 @@ def steps(obj: Obj, session_id: str, since: int | None, limit: int | None, follo
         # Installed before the first read when following, so that an early Ctrl-C is clean too.
         with stopper.installed() if follow else contextlib.nullcontext():
             store = await open_store(settings)
-            initial = await _initial_steps(store, session_id, since, limit)
-            if not initial and await _session_or_none(store, session_id) is None:
+            last: int | None = None
+            async for page in _step_pages(store, session_id, since, limit):
+                if page:
+                    print_steps(page, as_json, streaming=follow, header=last is None)
+                    last = page[-1].seq
+            if last is None and await _session_or_none(store, session_id) is None:
                 raise NotFound(f"unknown session {session_id}", session_id=session_id)
-            if initial:
-                print_steps(initial, as_json, streaming=follow)
-            elif not follow and not as_json:
+            if last is None and not follow and not as_json:
                 click.echo("no steps", err=True)
             if not follow:
                 return False
-            header = not initial
-            last = initial[-1].seq if initial else since or 0
+            header = last is None
+            last = (since or 0) if last is None else last
 
             def emit(batch: list[StepRecord]) -> None:
                 nonlocal header

@@ -15,7 +15,63 @@ import click
 
 from agentd.ids import validate_id
 
-__all__ = ["id_callback", "optional_id_callback", "parse_guidance", "parse_since_time", "slug"]
+__all__ = [
+    "TEXT",
+    "FreeText",
+    "check_text",
+    "id_callback",
+    "ids_callback",
+    "optional_id_callback",
+    "parse_duration",
+    "parse_guidance",
+    "parse_since_time",
+    "slug",
+]
+
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
+
+
+def check_text(value: str, what: str) -> str:
+    """Refuse text that is not valid Unicode, before it reaches JSON, Arrow or a terminal.
+
+    Python decodes argv bytes that are not valid UTF-8 (``$'\\xff'``) to lone surrogates
+    (surrogateescape); such a string cannot be encoded as UTF-8, so storing or printing it
+    would fail later with a traceback. The message names the position and escapes the value,
+    so the error itself never prints the bad character.
+    """
+    for index, char in enumerate(value):
+        if "\ud800" <= char <= "\udfff":
+            shown = _escaped(value)
+            raise click.BadParameter(
+                f'{what} is not valid UTF-8 text (bad byte at character {index + 1}: "{shown[:80]}"); '
+                "check the terminal's or the script's encoding"
+            )
+    return value
+
+
+def _escaped(value: str) -> str:
+    """The text with undecodable bytes as ``\\xff`` (argv) or other surrogates as ``\\ud800`` (JSON)."""
+    try:
+        return value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+class FreeText(click.ParamType[str, Any]):
+    """A ``str`` that must be valid Unicode text (see ``check_text``); a usage error (exit 2) otherwise."""
+
+    name = "text"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        text = value if isinstance(value, str) else str(value)
+        try:
+            return check_text(text, "the value")
+        except click.BadParameter as exc:
+            self.fail(exc.message, param, ctx)
+
+
+TEXT = FreeText()
 
 
 def _check(value: str, what: str) -> str:
@@ -34,11 +90,32 @@ def id_callback(what: str) -> Any:
     return callback
 
 
+def ids_callback(what: str) -> Any:
+    """A click callback validating every value of a ``nargs=-1`` id argument (duplicates dropped)."""
+
+    def callback(_ctx: click.Context, _param: click.Parameter, values: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(_check(value, what) for value in values))
+
+    return callback
+
+
 def optional_id_callback(what: str) -> Any:
     def callback(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
         return None if value is None else _check(value, what)
 
     return callback
+
+
+def parse_duration(_ctx: click.Context | None, _param: click.Parameter | None, value: str | None) -> float | None:
+    """``90`` (seconds), ``90s``, ``15m``, ``12h``, ``7d``, ``2w`` or a sum such as ``1h30m``."""
+    if value is None:
+        return None
+    text = value.strip().lower()
+    if re.fullmatch(r"\d+(?:\.\d+)?", text):
+        return float(text)
+    if not text or _DURATION.sub("", text) != "":
+        raise click.BadParameter(f"{value!r} is not a duration such as 90s, 15m, 12h, 7d or 1h30m")
+    return float(sum(float(n) * _DURATION_UNITS[unit] for n, unit in _DURATION.findall(text)))
 
 
 def parse_guidance(text: str) -> dict[str, Any] | str:
@@ -47,6 +124,7 @@ def parse_guidance(text: str) -> dict[str, Any] | str:
     Why not fall back to free text: ``'{"subject": '`` is a broken object, not a sentence, and
     sending it as text would only get a confusing rejection from the worker later.
     """
+    check_text(text, "guidance")
     stripped = text.strip()
     if not stripped:
         raise click.BadParameter('guidance is empty; give a JSON object or free text such as "about cats"')
@@ -61,7 +139,20 @@ def parse_guidance(text: str) -> dict[str, Any] | str:
         ) from exc
     if not isinstance(value, dict):  # pragma: no cover - valid JSON starting with '{' is an object
         raise click.BadParameter("guidance JSON must be an object")
+    _check_json(value)  # JSON escapes such as "\\ud800" decode to lone surrogates too
     return value
+
+
+def _check_json(value: Any) -> None:
+    if isinstance(value, str):
+        check_text(value, "a string in the guidance JSON")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _check_json(key)
+            _check_json(item)
+    elif isinstance(value, list):
+        for item in value:
+            _check_json(item)
 
 
 def parse_since_time(_ctx: click.Context, _param: click.Parameter, value: str | None) -> datetime | None:

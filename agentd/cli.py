@@ -2,22 +2,84 @@
 
 Group options come before the command (``agentd --config PATH --db URI COMMAND``) so that
 every command sees the same settings. A bad config exits 2 with the file, key and problem.
+
+Every command starts by tightening the umask (``restrict_umask``), before anything creates a
+file, so that the database, its files and logs are owner-only: sessions, guidance and
+transcripts are private (issue 11, finding 13).
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import sys
+from collections.abc import Mapping
 from typing import Any
 
 import click
 
 from agentd.config import ConfigError, Settings, load_settings
 
-__all__ = ["main"]
+__all__ = ["PRIVATE_UMASK", "UMASK_ENV", "main", "mask_secrets", "restrict_umask"]
 
 EXIT_CONFIG = 2
+
+# The umask agentd runs with unless the inherited one already keeps "other" users out.
+PRIVATE_UMASK = 0o077
+# Escape hatch that needs no config file (the config is read after files may exist): an octal
+# umask, e.g. AGENTD_UMASK=022 for a world-readable database. Not a [section] key on purpose.
+UMASK_ENV = "AGENTD_UMASK"
+# Settings shown masked by `config check`: secrets that must not land in logs or terminals.
+SECRET_MASK = "***"
+_SECRET_WORDS = ("token", "key", "secret", "password", "authorization")
+
+
+def restrict_umask(environ: Mapping[str, str] | None = None) -> int:
+    """Set the process umask so that new files are owner-only; returns the umask now in force.
+
+    Why not always 077: a umask that already masks every "other" bit was chosen deliberately
+    (the systemd unit's ``UMask=0027`` lets the ``agentd`` group read the database), so it is
+    kept. Anything looser (a login shell's 022) becomes 077. ``$AGENTD_UMASK`` overrides both.
+    Children started by the supervisor inherit it.
+    """
+    env = os.environ if environ is None else environ
+    wanted = env.get(UMASK_ENV, "").strip()
+    current = os.umask(PRIVATE_UMASK)
+    if wanted:
+        try:
+            chosen = int(wanted, 8)
+        except ValueError:
+            chosen = -1
+        if not 0 <= chosen <= 0o777:
+            os.umask(current)
+            raise click.UsageError(f"${UMASK_ENV}={wanted!r} is not an octal umask such as 077 or 027")
+    elif current & 0o007 == 0o007:
+        chosen = current
+    else:
+        chosen = PRIVATE_UMASK
+    os.umask(chosen)
+    return chosen
+
+
+def mask_secrets(data: dict[str, Any]) -> dict[str, Any]:
+    """The effective settings with secrets replaced by ``***`` (empty ones stay empty: "not set")."""
+    masked = copy.deepcopy(data)
+    gateway = masked.get("gateway") or {}
+    if gateway.get("token"):
+        gateway["token"] = SECRET_MASK
+    options = (masked.get("llm") or {}).get("options")
+    if isinstance(options, dict):
+        _mask_nested(options)
+    return masked
+
+
+def _mask_nested(values: dict[str, Any]) -> None:
+    for key, value in values.items():
+        if isinstance(value, dict):
+            _mask_nested(value)
+        elif value and any(word in key.lower() for word in _SECRET_WORDS):
+            values[key] = SECRET_MASK
 
 
 class Context:
@@ -60,6 +122,7 @@ def cli(ctx: click.Context, config: str | None, db: str | None) -> None:
       agentd config check                 # print the effective configuration
       agentd --db /var/lib/agentd run     # run the daemon on that database
     """
+    restrict_umask()
     ctx.obj = Context(config, db)
 
 
@@ -83,15 +146,20 @@ def config_check(obj: Context, as_json: bool) -> None:
     """Validate the configuration and print the effective settings.
 
     Shows the merged result of defaults, the config file, AGENTD_* environment variables and
-    --db, with derived paths (storage directory, control socket) resolved. Exits 2 with the
-    file, key and problem when something is invalid.
+    --db, with derived paths (storage directory, control socket) resolved. Secrets (the
+    gateway token, key-like [llm.options]) print as "***" when set. Exits 2 with the file, key
+    and problem when something is invalid.
 
     \b
     Example:
       AGENTD_DAEMON__WORKERS=4 agentd --config ./config.toml config check
     """
     settings = obj.settings()
-    data = settings.effective()
+    try:
+        data = mask_secrets(settings.effective())
+    except ConfigError as exc:
+        click.echo(f"agentd: {exc}", err=True)
+        sys.exit(EXIT_CONFIG)
     source = str(settings.source_file) if settings.source_file else "(none: built-in defaults)"
     if as_json:
         click.echo(json.dumps({"config_file": source, "settings": data}, indent=2))
@@ -129,6 +197,11 @@ def run_command(obj: Context) -> None:
     from agentd.supervision.supervisor import Supervisor
 
     settings = obj.settings()
+    try:
+        settings.control_socket_path  # noqa: B018 - refuse a config without a private socket path
+    except ConfigError as exc:
+        click.echo(f"agentd: {exc}", err=True)
+        sys.exit(EXIT_CONFIG)
     configure_logging(settings.logging, role="supervisor")
     supervisor = Supervisor(settings, config_path=_config_arg(obj), db_override=obj.db)
     sys.exit(uvloop.run(supervisor.run()))

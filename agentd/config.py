@@ -223,13 +223,26 @@ class Settings(BaseSettings):
 
     @property
     def control_socket_path(self) -> Path:
-        """The control socket: configured, or inside the local storage directory."""
+        """The control socket: configured, inside the local storage directory, or $XDG_RUNTIME_DIR.
+
+        Never a shared directory such as /tmp: another local user could bind the path first and
+        receive every wake hint and status request (issue 11, finding 13). With object storage
+        and no ``$XDG_RUNTIME_DIR`` (a system service without ``RuntimeDirectory=``) there is no
+        private place to guess, so this raises ConfigError asking for ``[daemon] control_socket``.
+        """
         if self.daemon.control_socket:
             return Path(self.daemon.control_socket).expanduser().resolve()
         if self.storage.is_local:
             return self.storage.local_path / CONTROL_SOCKET_NAME
-        runtime_dir = os.environ.get("XDG_RUNTIME_DIR") or "/tmp"
-        return Path(runtime_dir) / CONTROL_SOCKET_NAME
+        runtime_dir = os.environ.get("XDG_RUNTIME_DIR")
+        if runtime_dir:
+            return Path(runtime_dir) / CONTROL_SOCKET_NAME
+        raise ConfigError(
+            f"[daemon] control_socket: storage {self.storage.uri!r} is not a local directory and "
+            "$XDG_RUNTIME_DIR is not set, so there is no private place for the control socket; set "
+            '[daemon] control_socket = "/run/agentd/agentd.sock" (a directory only this user can write) '
+            "or AGENTD_DAEMON__CONTROL_SOCKET"
+        )
 
     def effective(self) -> dict[str, Any]:
         """The merged settings as plain data, with derived paths filled in."""

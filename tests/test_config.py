@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import json
+import os
+import stat
+from collections.abc import Iterator
 from pathlib import Path
 
+import click
 import pytest
 from click.testing import CliRunner
 
-from agentd.cli import cli
+from agentd.cli import PRIVATE_UMASK, UMASK_ENV, cli, restrict_umask
 from agentd.config import ConfigError, load_settings
 
 REPO_CONFIG = Path(__file__).resolve().parent.parent / "config.toml"
@@ -95,3 +100,87 @@ def test_config_check_command(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["--config", str(bad), "config", "check"])
     assert result.exit_code == 2
     assert "[daemon] workers" in result.output
+
+
+@pytest.fixture(autouse=True)
+def _keep_umask() -> Iterator[None]:
+    """`agentd` tightens the process umask at start; the in-process CLI calls must not leak it."""
+    old = os.umask(0o022)
+    os.umask(old)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+def test_control_socket_is_never_in_a_shared_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Object storage without $XDG_RUNTIME_DIR and no [daemon] control_socket is a config error
+    (it used to be /tmp/agentd.sock, which any local user can bind first)."""
+    monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
+    remote = load_settings(db="s3://bucket/agentd")
+    with pytest.raises(ConfigError, match=r"\[daemon\] control_socket: storage 's3://bucket/agentd' is not a local"):
+        _ = remote.control_socket_path
+    configured = load_settings(db="s3://bucket/agentd", overrides={"daemon": {"control_socket": str(tmp_path / "s")}})
+    assert configured.control_socket_path == tmp_path / "s"
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "run"))
+    assert load_settings(db="s3://bucket/agentd").control_socket_path == tmp_path / "run" / "agentd.sock"
+    monkeypatch.delenv("XDG_RUNTIME_DIR")
+
+    # Every command that needs the socket says so and exits 2; none falls back to /tmp.
+    for args in (["config", "check"], ["run"]):
+        result = CliRunner().invoke(cli, ["--db", "s3://bucket/agentd", *args])
+        assert result.exit_code == 2, (args, result.output)
+        assert "no private place for the control socket" in result.output
+        assert "/tmp" not in result.output
+    from agentctl.cli import cli as agentctl_cli
+
+    status = CliRunner().invoke(agentctl_cli, ["--db", "s3://bucket/agentd", "daemon", "status"])
+    assert status.exit_code == 2 and "no private place for the control socket" in status.stderr
+
+
+def test_config_check_masks_the_gateway_token(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text('[gateway]\ntoken = "s3cret-token"\n[llm.options]\napi_key = "sk-123"\nmodel_hint = "x"\n')
+    monkeypatch.setenv("AGENTD_GATEWAY__TOKEN", "env-s3cret")
+    for args in (["config", "check"], ["config", "check", "--json"]):
+        result = CliRunner().invoke(cli, ["--config", str(path), *args])
+        assert result.exit_code == 0, result.output
+        assert "s3cret" not in result.output and "sk-123" not in result.output
+    data = json.loads(CliRunner().invoke(cli, ["--config", str(path), "config", "check", "--json"]).output)
+    assert data["settings"]["gateway"]["token"] == "***"
+    assert data["settings"]["llm"]["options"] == {"api_key": "***", "model_hint": "x"}
+    assert 'token = "***"' in CliRunner().invoke(cli, ["--config", str(path), "config", "check"]).output
+    monkeypatch.delenv("AGENTD_GATEWAY__TOKEN")
+    unset = CliRunner().invoke(cli, ["--db", str(tmp_path / "d"), "config", "check", "--json"])
+    assert json.loads(unset.output)["settings"]["gateway"]["token"] == ""  # "not set" stays visible
+
+
+def test_umask_is_owner_only_unless_already_private_or_overridden() -> None:
+    os.umask(0o022)  # a login shell's
+    assert restrict_umask({}) == PRIVATE_UMASK == 0o077
+    assert os.umask(0o027) == 0o077
+    assert restrict_umask({}) == 0o027  # the unit's UMask=0027: chosen on purpose, kept
+    assert restrict_umask({UMASK_ENV: "022"}) == 0o022  # the escape hatch, no config file needed
+    with pytest.raises(click.UsageError, match="not an octal umask"):
+        restrict_umask({UMASK_ENV: "rw-r--r--"})
+    assert os.umask(0o022) == 0o022  # a bad value leaves the umask as it was
+
+
+def test_agentd_run_creates_an_owner_only_database(tmp_path: Path) -> None:
+    """Started from a shell with umask 022, `agentd run` creates the database 0700/0600."""
+    from supervisor.daemon import running, write_config
+
+    config = write_config(tmp_path, workers=1, warm_spare="false")
+    old = os.umask(0o022)
+    try:
+        with running(config, tmp_path / "daemon.log") as daemon:
+            daemon.wait_ready(60)
+            db = Path(daemon.settings.storage.uri)
+            paths = [db, *db.rglob("*")]
+    finally:
+        os.umask(old)
+    files = [p for p in paths if p.is_file()]
+    assert len(files) > 10  # the tables' manifests and data files
+    loose = {str(p.relative_to(db)): oct(stat.S_IMODE(p.lstat().st_mode)) for p in paths if p.lstat().st_mode & 0o077}
+    assert loose == {}, f"readable by group or others: {loose}"
+    assert stat.S_IMODE(db.stat().st_mode) == 0o700

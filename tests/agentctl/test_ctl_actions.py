@@ -46,7 +46,7 @@ def actions_of(ctl: Ctl, session_id: str) -> list[ActionRecord]:
 
 def test_create_joke_prints_the_session_and_status_shows_it(ctl: Ctl) -> None:
     created = ctl.json("create", "joke", "--subject", "cats")
-    assert set(created) == {"session_id", "agent_id", "status"}
+    assert set(created) >= {"session_id", "agent_id", "status"}  # keys are only ever added
     assert created["agent_id"] == created["session_id"]
     assert created["status"] == "running"
 
@@ -65,7 +65,7 @@ def test_create_joke_prints_the_session_and_status_shows_it(ctl: Ctl) -> None:
 
 def test_pause_and_resume_print_the_new_status(ctl: Ctl) -> None:
     sid = ctl.create_joke("--interval", "5")
-    assert ctl.json("pause", sid) == {"session_id": sid, "status": "paused"}
+    assert ctl.json("pause", sid).items() >= {"session_id": sid, "status": "paused"}.items()
     row = ctl.json("status", sid)
     assert row["status"] == "paused"
     assert row["context"]["paused"] is True
@@ -143,7 +143,8 @@ def test_unknown_session_is_not_found(ctl: Ctl) -> None:
 
 def test_destroy_then_actions_are_rejected(ctl: Ctl) -> None:
     sid = ctl.create_joke("--interval", "5")
-    assert ctl.json("destroy", sid, "--reason", "done testing") == {"session_id": sid, "status": "stopped"}
+    destroyed = ctl.json("destroy", sid, "--reason", "done testing")
+    assert destroyed.items() >= {"session_id": sid, "status": "stopped"}.items()
     steps = ctl.json("steps", sid, "--limit", "1")
     assert steps["text"] == "destroyed: done testing"
     assert ctl.json("status", sid)["status"] == "stopped"
