@@ -195,3 +195,27 @@ def test_maintenance_while_another_process_appends(db_uri: str, tmp_path: Path) 
     assert live == list(range(1, 20 * 60 + 1))
     assert base == list(range(1, 41))
     assert "session_id" in indexed
+
+
+def test_list_sessions_filters_by_status_and_shard(db_uri: str) -> None:
+    """Worker boot loads only live sessions of its shards: list_sessions(statuses=[...]) filters in the query."""
+    from agentd.store.sessions import list_sessions, upsert_sessions
+
+    async def scenario() -> None:
+        store = await Store.open(db_uri, 16)
+        records = []
+        for index, status in enumerate(["running", "paused", "stopped", "error", "starting", "stopping"]):
+            record = _session(f"s-{status}", 0)
+            record.status = status  # type: ignore[assignment]
+            record.shard = index % 2
+            records.append(record)
+        await upsert_sessions(store.sessions, records)
+        live = ["starting", "running", "paused", "stopping"]
+        found = await list_sessions(store.sessions, shards=[0, 1], statuses=live)
+        assert sorted(r.session_id for r in found) == ["s-paused", "s-running", "s-starting", "s-stopping"]
+        on_shard_0 = await list_sessions(store.sessions, shards=[0], statuses=live)
+        assert sorted(r.session_id for r in on_shard_0) == ["s-running", "s-starting"]
+        assert len(await list_sessions(store.sessions, shards=[0, 1])) == 6  # the old call still lists all
+        assert await list_sessions(store.sessions, statuses=[]) == []
+
+    run(scenario())

@@ -96,6 +96,11 @@ async def list_sessions(
     statuses: list[str] | None = None,
     limit: int | None = None,
 ) -> list[SessionRecord]:
+    """Session rows matching every given filter (None = no filter; an empty list matches nothing).
+
+    ``statuses`` filters inside the query, so a worker booting with the live statuses reads only
+    the sessions it will run, not every session ever created (retention keeps the rest bounded).
+    """
     clauses = []
     if shards is not None:
         clauses.append(sql_in("shard", shards))
