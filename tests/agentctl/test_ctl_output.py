@@ -75,3 +75,40 @@ def test_status_choices_match_the_store() -> None:
     from agentd.store.sessions import SESSION_STATUSES as STORED
 
     assert SESSION_STATUSES == STORED
+
+
+def test_maintenance_line_shows_what_retention_deleted() -> None:
+    """`daemon status` prints the last maintenance pass from the MaintenanceReport the daemon keeps."""
+    from agentctl.daemon import maintenance_summary
+    from agentd.store.maintenance import MaintenanceReport, TableReport
+    from agentd.store.retention import RetentionReport
+
+    report = MaintenanceReport(
+        seconds=0.25,
+        actions_purged=4,
+        tables=[TableReport("steps", skipped="preempted")],
+        retention=RetentionReport(steps_deleted=120, sessions_purged=2, messages_deleted=7),
+    )
+    line = maintenance_summary({"at": "2025-01-31T12:00:00+00:00", **report.as_dict()})
+    assert line == (
+        "last pass 2025-01-31T12:00:00+00:00 took 0.25s; actions purged 4; steps deleted 120, sessions purged 2, "
+        "messages deleted 7; compaction skipped for steps (retried next pass)"
+    )
+    assert "steps deleted" not in maintenance_summary(MaintenanceReport().as_dict())
+
+
+def test_durations() -> None:
+    from agentctl.params import parse_duration
+
+    assert [parse_duration(None, None, v) for v in ("90", "90s", "15m", "1h30m", "7d", "2w", "0.5h")] == [
+        90,
+        90,
+        900,
+        5400,
+        604_800,
+        1_209_600,
+        1800,
+    ]
+    for bad in ("", "h", "5 parsecs", "-1d"):
+        with pytest.raises(click.BadParameter):
+            parse_duration(None, None, bad)
