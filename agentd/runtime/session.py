@@ -504,8 +504,8 @@ class SessionRunner:
             outcome = StepOutcome(status="error", error=f"timeout: tick took longer than {self.tick_timeout:g}s")
         except Exception as exc:
             outcome = StepOutcome(status="error", error=f"{type(exc).__name__}: {exc}")
-        if type(outcome) is not StepOutcome and not isinstance(outcome, StepOutcome):  # a misbehaving plug-in
-            outcome = StepOutcome(status="error", error=f"do_tick returned {type(outcome).__name__}, not a StepOutcome")
+        if (problem := _malformed(outcome)) is not None:  # a misbehaving plug-in: never store what it returned
+            outcome = StepOutcome(status="error", error=problem)
         if outcome.quiet and self._nothing_to_record(outcome):
             # Said nothing and changed nothing (an idle persona): no step, so storage pays only
             # for what happened. The schedule moves on as after any tick.
@@ -549,6 +549,27 @@ class SessionRunner:
             return False
         context = self.context
         return all(key in context and context[key] == value for key, value in outcome.context_delta.items())
+
+
+_STEP_STATUSES = frozenset(("ok", "error", "info"))
+_OPTIONAL_TEXT = (str, type(None))
+
+
+def _malformed(outcome: object) -> str | None:
+    """Why ``outcome`` cannot be stored, or None. A few type checks: ``model_construct`` skips validation."""
+    if not isinstance(outcome, StepOutcome):
+        return f"do_tick returned {type(outcome).__name__}, not a StepOutcome"
+    if outcome.status not in _STEP_STATUSES:
+        return f"do_tick returned status {outcome.status!r} (ok, error or info)"
+    if not (
+        isinstance(outcome.text, _OPTIONAL_TEXT)
+        and isinstance(outcome.notes, _OPTIONAL_TEXT)
+        and isinstance(outcome.error, _OPTIONAL_TEXT)
+        and isinstance(outcome.data, dict | None)
+        and isinstance(outcome.context_delta, dict)
+    ):
+        return "do_tick returned a StepOutcome with fields of the wrong type"
+    return None
 
 
 class _Resume:

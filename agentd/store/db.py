@@ -83,9 +83,13 @@ class Store:
         conn = await lancedb.connect_async(uri, read_consistency_interval=timedelta(0), session=session)
         tables: dict[str, Any] = {}
         existing = set(await _table_names(conn))
+        # A database whose meta row is written has had all its tables: one missing now was
+        # deleted or lost, and creating it empty would silently drop its data.
+        established = "meta" in existing and await _meta_written(conn)
         for spec in TABLES:
-            if spec.name not in existing and not create:
-                raise StoreError(f"database at {uri} has no table {spec.name!r}: not an agentd database?")
+            if spec.name not in existing and (not create or established):
+                hint = "restore it from a backup" if established else "not an agentd database?"
+                raise StoreError(f"database at {uri} has no table {spec.name!r}: {hint}")
             tables[spec.name] = await _open_or_create(conn, spec)
             await _add_missing_columns(tables[spec.name], spec)
         recorded = await _ensure_meta(tables["meta"], num_shards)
@@ -147,6 +151,15 @@ async def _open_or_create(conn: Any, spec: TableSpec) -> Any:
                 log.debug("set_unenforced_primary_key on %s: %s", spec.name, exc)
         return table
     raise StoreError(f"could not open or create table {spec.name!r}")
+
+
+async def _meta_written(conn: Any) -> bool:
+    try:
+        meta = await conn.open_table("meta")
+        return int(await meta.count_rows("key = 'num_shards'")) > 0
+    except Exception as exc:  # unreadable meta: let the normal open report it
+        log.debug("reading meta: %s", exc)
+        return False
 
 
 async def _add_missing_columns(table: Any, spec: TableSpec) -> None:
