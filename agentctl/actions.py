@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from agentctl.context import Obj, json_option, pass_obj
-from agentctl.errors import EXIT_INTERRUPTED
+from agentctl.errors import EXIT_INTERRUPTED, Rejected
 from agentctl.output import STATUS_COLOURS, emit_json, style
 from agentctl.params import TEXT, id_callback, optional_id_callback, parse_guidance, slug
 from agentctl.views import compact
@@ -94,6 +94,14 @@ def _run_action(
         click.echo(f"agentctl: interrupted; a {kind} already queued stays queued and will be applied", err=True)
         raise click.exceptions.Exit(EXIT_INTERRUPTED) from None
     action = submitted.action
+    if kind == "create" and result is not None and result.get("status") == "error":
+        # A create acknowledged for a session that is in error (a replayed create of a session
+        # quarantined while it was being created) did not give the user a working session.
+        raise Rejected(
+            f"session {session_id} exists but is in error (agentctl status {session_id} shows why); "
+            f"`agentctl destroy {session_id}` then `agentctl purge {session_id}` frees the id",
+            **result,
+        )
     if result is None:
         if obj.json:
             emit_json(

@@ -19,6 +19,7 @@ import pytest
 from ctlkit import Ctl, Daemon, agentctl_argv, stop_process, write_config
 
 from agentd.config import load_settings
+from agentd.ids import deterministic_id, shard_for
 from agentd.store import Store
 from agentd.store.sessions import SessionRecord, upsert_sessions
 from agentd.store.steps import StepRecord
@@ -187,6 +188,7 @@ def test_destroy_and_purge_an_error_session_then_reuse_its_id(ctl: Ctl, daemon: 
     destroyed and purged from the CLI; its id then creates a new session."""
     settings = load_settings(daemon.config)
     sid = f"s-broken-{os.getpid()}"
+    key = f"k-{sid}"
 
     async def leave_error() -> None:
         store = await Store.open(settings.storage.uri, settings.storage.num_shards, create=False)
@@ -198,10 +200,11 @@ def test_destroy_and_purge_an_error_session_then_reuse_its_id(ctl: Ctl, daemon: 
             "shard": 0,
             "status": "error",
             "last_seq": 1,
+            # As left by a create (sent with --idempotency-key KEY) that failed half-way.
+            "config": {"_create_action": deterministic_id("a", "idem", key)},
             "created_at": now,
             "updated_at": now,
         }
-        from agentd.ids import shard_for
 
         record["shard"] = shard_for(sid, store.num_shards)
         await upsert_sessions(store.sessions, [SessionRecord.model_validate(record)])
@@ -211,6 +214,9 @@ def test_destroy_and_purge_an_error_session_then_reuse_its_id(ctl: Ctl, daemon: 
     asyncio.run(leave_error())
     assert ctl.json("status", sid)["status"] == "error"
     assert ctl("create", "joke", "--session-id", sid, code=1).stderr.count("already exists") == 1
+    # Retrying that create is acknowledged from the stored row: not a success while it is in error.
+    retried = ctl("create", "joke", "--session-id", sid, "--idempotency-key", key, code=1)
+    assert f"session {sid} exists but is in error" in retried.stderr and "agentctl purge" in retried.stderr
     destroyed = ctl.json("destroy", sid)  # succeeds; the runtime may record a final "stopped" step
     assert destroyed["session_id"] == sid and destroyed["status"] in ("error", "stopped")
     assert ctl.json("purge", sid)["purged"] == [sid]
