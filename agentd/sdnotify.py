@@ -131,6 +131,17 @@ class SdNotifier:
         """Keep-alive ping (``WATCHDOG=1``); send only while the daemon is actually healthy."""
         return self.notify(WATCHDOG=1)
 
+    def watchdog_trigger(self, status: str | None = None) -> bool:
+        """``WATCHDOG=trigger``: tell systemd the daemon is stuck, as if a ping had been missed.
+
+        systemd then applies the unit's watchdog action (``Restart=on-watchdog``/``on-failure``)
+        at once instead of waiting out ``WatchdogSec``. Send only when the process cannot
+        recover by itself; never for a condition it is still handling.
+        """
+        if status is None:
+            return self.notify(WATCHDOG="trigger")
+        return self.notify(WATCHDOG="trigger", STATUS=_one_line(status))
+
     def status(self, text: str) -> bool:
         """Free-form one-line status shown by ``systemctl status``."""
         return self.notify(STATUS=_one_line(text))

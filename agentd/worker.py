@@ -11,8 +11,15 @@ the supervisor sends ``wake`` (new actions for a shard) and ``stop``. EOF on the
 the supervisor died: the worker stops gracefully by itself, and PR_SET_PDEATHSIG adds a
 SIGTERM for the same case, so no orphan keeps running its shards.
 
-Exit codes: 0 graceful stop; 3 boot failure (bad config or database, so the supervisor must not
-restart it in a loop); 4 fenced out (another worker owns these shards now).
+Settings: the first line on the control channel is the supervisor's validated configuration
+(``agentd.supervision.handoff``); a worker never re-reads ``config.toml`` when it has a channel,
+so a file broken or changed on disk (not yet reloaded with SIGHUP) cannot stop a replacement
+from booting. An ``assign`` to a warm spare carries the supervisor's current settings too.
+
+Exit codes: 0 graceful stop; 3 boot failure (the handed-over config or the database is unusable,
+so restarting cannot help and the supervisor must not restart it in a loop); 4 fenced out
+(another worker owns these shards now); 1 anything else, resuming sessions included (restarted
+with backoff: one bad session is the session host's to quarantine, never a reason to halt).
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ from typing import Any
 from agentd.config import ConfigError, Settings, load_settings
 from agentd.ids import shards_of_worker
 from agentd.logsetup import configure_logging
+from agentd.supervision.handoff import decode_settings, read_hello, settings_digest
 
 __all__ = ["EXIT_BOOT", "EXIT_FENCED", "main"]
 
@@ -112,8 +120,11 @@ async def _serve(settings: Settings, args: argparse.Namespace) -> int:
         await channel.open()
     # A warm spare: everything above is imported already (the slow part of a start), so when a
     # worker dies the supervisor assigns its slot here and its sessions resume at once.
-    if args.standby and (channel is None or not await _until_stop(_wait_for_assignment(channel, args), stop)):
-        return EXIT_OK
+    if args.standby:
+        assigned = None if channel is None else await _until_stop(_wait_for_assignment(channel, args), stop)
+        if assigned is None:
+            return EXIT_OK
+        settings = assigned
     name = f"worker-{args.index}"
     try:
         store = await Store.open(settings.storage.uri, settings.storage.num_shards)
@@ -129,14 +140,30 @@ async def _serve(settings: Settings, args: argparse.Namespace) -> int:
 
     host = SessionHost(store, settings, shards, llm, epoch=args.epoch, name=name, fence=fence if args.epoch else None)
     started = time.monotonic()
-    resumed = await host.start()
+    try:
+        resumed = await host.start()
+    except Exception:
+        # Not EXIT_BOOT: the config and the database opened fine, so this is about the data
+        # (a session the host could not quarantine). Exit 1: restarted with backoff, and only
+        # a crash loop stops the daemon.
+        log.exception("%s could not resume its sessions", name)
+        await llm.aclose()
+        return 1
     # Everything allocated so far (thousands of sessions, their timers) lives for the whole run:
     # move it out of the collector's view so that a full collection stays short (~60 ms at 10k
     # sessions instead of ~300 ms, which would show as tick lateness).
     gc.collect()
     gc.freeze()
     if channel is not None:
-        await channel.send({"type": "ready", "pid": os.getpid(), "sessions": resumed, "shards": shards})
+        await channel.send(
+            {
+                "type": "ready",
+                "pid": os.getpid(),
+                "sessions": resumed,
+                "shards": shards,
+                "config_digest": settings_digest(settings),
+            }
+        )
 
     async def heartbeat() -> None:
         if channel is None:
@@ -190,29 +217,33 @@ async def _serve(settings: Settings, args: argparse.Namespace) -> int:
     return code
 
 
-async def _until_stop(work: Coroutine[Any, Any, bool], stop: asyncio.Event) -> bool:
-    """``work``'s result, or False if ``stop`` is set first (``work`` is then cancelled)."""
+async def _until_stop(work: Coroutine[Any, Any, Settings | None], stop: asyncio.Event) -> Settings | None:
+    """``work``'s result, or None if ``stop`` is set first (``work`` is then cancelled)."""
     task = asyncio.ensure_future(work)
     stopper = asyncio.ensure_future(stop.wait())
     await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
     stopper.cancel()
     if not task.done():
         task.cancel()
-        return False
+        return None
     return task.result()
 
 
-async def _wait_for_assignment(channel: ControlChannel, args: argparse.Namespace) -> bool:
-    """Wait for ``{"type": "assign", "index", "workers", "epoch"}``; False on stop or EOF."""
+async def _wait_for_assignment(channel: ControlChannel, args: argparse.Namespace) -> Settings | None:
+    """Wait for ``{"type": "assign", "index", "workers", "epoch", "settings"}``; None on stop or EOF.
+
+    Returns the settings the assignment carries: the supervisor's configuration at the moment
+    it hands over the slot, which may be newer than the one this spare was started with.
+    """
     await channel.send({"type": "standby", "pid": os.getpid()})
     async for message in channel.messages():
         if message.get("type") == "assign":
             args.index, args.workers, args.epoch = int(message["index"]), int(message["workers"]), int(message["epoch"])
             configure_logging_index(args.index)
-            return True
+            return decode_settings(message["settings"], message.get("source_file"))
         if message.get("type") == "stop":
-            return False
-    return False
+            return None
+    return None
 
 
 def configure_logging_index(index: int) -> None:
@@ -225,8 +256,8 @@ def configure_logging_index(index: int) -> None:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="agentd-worker", description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default=None)
-    parser.add_argument("--db", default=None)
+    parser.add_argument("--config", default=None, help="only without --control-fd (a run by hand)")
+    parser.add_argument("--db", default=None, help="only without --control-fd (a run by hand)")
     parser.add_argument("--index", type=int, default=0)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--epoch", type=int, default=0, help="ownership epoch (0 = unfenced)")
@@ -239,7 +270,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     set_parent_death_signal()
     try:
-        settings = load_settings(args.config, db=args.db)
+        if args.control_fd is not None:
+            settings = read_hello(args.control_fd)  # the supervisor's settings, never the file
+        else:
+            settings = load_settings(args.config, db=args.db)
     except ConfigError as exc:
         print(f"agentd worker: {exc}", file=sys.stderr)  # noqa: T201 - logging is not set up yet
         return EXIT_BOOT

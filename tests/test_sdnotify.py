@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -152,3 +154,59 @@ def test_unset_environment(monkeypatch: pytest.MonkeyPatch, abstract_socket: tup
     assert notifier.watchdog()
     assert _recv_fields(sock) == {"WATCHDOG": "1"}
     notifier.close()
+
+
+def test_watchdog_trigger(path_socket: tuple[str, socket.socket]) -> None:
+    address, sock = path_socket
+    notifier = SdNotifier({"NOTIFY_SOCKET": address})
+    assert notifier.watchdog_trigger()
+    assert _recv_fields(sock) == {"WATCHDOG": "trigger"}
+    assert notifier.watchdog_trigger(status="stuck:\nworker-0")
+    assert _recv_fields(sock) == {"WATCHDOG": "trigger", "STATUS": "stuck: worker-0"}
+
+
+def test_watchdog_task_pings_from_the_loop_then_triggers_when_stuck(path_socket: tuple[str, socket.socket]) -> None:
+    """Pings every half WatchdogSec while the loop turns; WATCHDOG=trigger once stuck, then silence."""
+    import asyncio
+
+    from agentd.supervision.watchdog import Watchdog
+
+    address, sock = path_socket
+    notifier = SdNotifier({"NOTIFY_SOCKET": address, "WATCHDOG_USEC": "200000"})  # pings every 0.1 s
+    stuck: list[str] = []
+    watchdog = Watchdog(notifier, lambda: stuck[0] if stuck else None, lambda: "2 workers")
+
+    received: list[dict[str, str]] = []
+
+    def drain() -> None:  # as systemd would: the queue of a datagram socket is short (10)
+        sock.settimeout(0.5)
+        with contextlib.suppress(TimeoutError):
+            while True:
+                received.append(_recv_fields(sock))
+
+    reader = threading.Thread(target=drain)
+    reader.start()
+
+    async def go() -> None:
+        task = asyncio.create_task(watchdog.run())
+        await asyncio.sleep(0.55)
+        stuck.append("worker-0 has not been ready for 200s")
+        await asyncio.wait_for(task, 1)
+
+    asyncio.run(go())
+    reader.join(5)
+    pings = [m for m in received if m.get("WATCHDOG") == "1"]
+    assert 4 <= len(pings) <= 8, received
+    assert received[-1] == {"WATCHDOG": "trigger", "STATUS": "stuck: worker-0 has not been ready for 200s"}
+    assert watchdog.triggered and watchdog.pings == len(pings)
+
+
+def test_watchdog_task_is_idle_without_watchdog_usec(path_socket: tuple[str, socket.socket]) -> None:
+    import asyncio
+
+    from agentd.supervision.watchdog import Watchdog
+
+    address, _ = path_socket
+    watchdog = Watchdog(SdNotifier({"NOTIFY_SOCKET": address}), lambda: None)
+    asyncio.run(asyncio.wait_for(watchdog.run(), 1))  # returns at once: nothing to ping
+    assert watchdog.pings == 0

@@ -4,8 +4,10 @@ Children are fresh interpreters (``python -m agentd.worker`` / ``python -m agent
 started with ``posix_spawn``, never ``fork()``: the supervisor has LanceDB (native threads and
 fork handlers) loaded, and glibc's posix_spawn runs no fork handlers in the child. Exits are
 observed through a pidfd on the event loop, so no SIGCHLD handler or waiter thread is needed.
-Each worker gets one end of a socketpair as its control channel (JSON lines): it reports
-``ready`` and ``heartbeat`` messages, and receives ``assign``, ``wake`` and ``stop``.
+Each worker (and the gateway) gets one end of a socketpair as its control channel (JSON
+lines). The first line is always the supervisor's validated settings (``agentd.supervision.
+handoff``), so no child re-reads ``config.toml``. Then a worker reports ``ready`` and
+``heartbeat`` messages, and receives ``assign``, ``wake`` and ``stop``.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from typing import Any
 
 import psutil
 
-__all__ = ["Child", "describe_exit", "spawn_child"]
+__all__ = ["Child", "describe_exit", "spawn_child", "stop_children"]
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +79,7 @@ class Child:
     reader: asyncio.StreamReader | None = None
     writer: asyncio.StreamWriter | None = None
     killed: str | None = None  # why the supervisor killed it, if it did
+    config_digest: str | None = None  # settings_digest() of the settings it was handed
     exit_task: asyncio.Task[int] | None = None
     listen_task: asyncio.Task[None] | None = None
     ready_event: asyncio.Event = field(default_factory=asyncio.Event)
@@ -104,6 +107,39 @@ class Child:
         except (ConnectionError, RuntimeError):
             return False
 
+    async def listen(self) -> None:
+        """Read the child's messages until EOF (the task ends with the child; nobody cancels it).
+
+        ``ready`` carries the digest of the settings the child runs; ``standby`` means a
+        spare has imported everything and waits for an ``assign``.
+        """
+        assert self.reader is not None
+        while True:
+            try:
+                line = await self.reader.readline()
+            except (ConnectionError, ValueError):
+                return
+            if not line:
+                return
+            try:
+                message = json.loads(line)
+            except ValueError:
+                continue
+            if not isinstance(message, dict):
+                continue
+            kind = message.get("type")
+            if kind == "heartbeat":
+                self.last_heartbeat = time.monotonic()
+                self.counters = message
+            elif kind == "ready":
+                self.ready = True
+                self.last_heartbeat = time.monotonic()
+                self.config_digest = message.get("config_digest")
+                self.ready_event.set()
+                log.info("%s ready (pid %d, %s sessions)", self.name, self.pid, message.get("sessions"))
+            elif kind == "standby":
+                self.ready_event.set()
+
     def signal(self, signum: int) -> None:
         if self.alive:
             try:
@@ -122,6 +158,7 @@ class Child:
             "uptime": round(now - self.started_at, 1),
             "shards": self.shards,
             "sessions": self.counters.get("sessions"),
+            "config_digest": self.config_digest,
             "last_heartbeat_ago": round(now - self.last_heartbeat, 2) if self.role == "worker" else None,
         }
         try:
@@ -152,8 +189,14 @@ def describe_exit(returncode: int) -> str:
     return f"killed by {name}{hint}"
 
 
-async def spawn_child(role: str, module: str, args: list[str], *, channel: bool) -> Child:
-    """Start ``python -m module args`` with an optional control socketpair on fd 3."""
+async def spawn_child(
+    role: str, module: str, args: list[str], *, channel: bool, hello: dict[str, Any] | None = None
+) -> Child:
+    """Start ``python -m module args`` with an optional control socketpair on fd 3.
+
+    ``hello`` (with ``channel``) is written as the channel's first line before anything else
+    can be, so the child reads it first: the handed-over settings.
+    """
     argv = [sys.executable, "-m", module, *args]
     env = dict(os.environ)
     # The supervisor alone speaks to systemd (NotifyAccess=main); children must not try.
@@ -174,5 +217,22 @@ async def spawn_child(role: str, module: str, args: list[str], *, channel: bool)
     if parent_sock is not None:
         parent_sock.setblocking(False)
         child.reader, child.writer = await asyncio.open_connection(sock=parent_sock)
+        if hello is not None:
+            await child.send(hello)
     log.info("started %s (pid %d)", role, pid)
     return child
+
+
+async def stop_children(children: list[Child], timeout: float, *, force: bool = False) -> None:
+    """SIGTERM (SIGKILL with ``force``), wait up to ``timeout``, then SIGKILL and reap."""
+    for child in children:
+        child.signal(signal.SIGKILL if force else signal.SIGTERM)
+    waits = [c.exit_task for c in children if c.exit_task is not None and not c.exit_task.done()]
+    if waits:
+        _, pending = await asyncio.wait(waits, timeout=timeout)
+        if pending:
+            for child in children:
+                if child.alive:
+                    log.warning("%s (pid %d) did not stop in %.0fs; SIGKILL", child.name, child.pid, timeout)
+                    child.signal(signal.SIGKILL)
+            await asyncio.wait(pending, timeout=10)

@@ -14,40 +14,53 @@ the loop drains the queue and, every turn, checks heartbeats, the watchdog and r
   slot so its sessions resume in well under 2 s; a new spare is then started.
 - SIGTERM/SIGINT: graceful stop (workers finish the tick in flight, flush, exit), SIGKILL
   after ``stop_timeout``; a second SIGINT forces it. SIGHUP: reload the config; a changed
-  worker count (or any worker setting) restarts the workers on the new shard layout.
+  worker count (or any worker setting) restarts the workers on the new shard layout; a changed
+  ``[storage]`` is refused whole (``agentd.supervision.reload``).
+- Children run the settings the supervisor validated, handed over on their channel
+  (``agentd.supervision.handoff``), never a fresh read of ``config.toml``.
+- One supervisor per database (``agentd.supervision.dblock``); the systemd watchdog is pinged
+  from its own task (``agentd.supervision.watchdog``), reloads and restarts included.
+
+Exit codes: 0 stopped cleanly; 1 a worker crash loop or boot failure; 2 bad database or
+control socket; 75 (EX_TEMPFAIL) another supervisor holds the database, or this one lost its
+lease on an object store.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
-import os
 import signal
 import time
-from collections import deque
 from typing import Any
 
-from agentd.config import ConfigError, Settings, load_settings
+from agentd.config import Settings
 from agentd.control import ControlServer
 from agentd.ids import shards_of_worker
 from agentd.sdnotify import SdNotifier
 from agentd.store import Store, StoreError
 from agentd.store.maintenance import MaintenanceReport, maintenance_loop
 from agentd.store.owners import OwnerRecord, retire_owners, set_owner
-from agentd.supervision.children import Child, describe_exit, spawn_child
-from agentd.supervision.gateway_health import fetch_health
+from agentd.supervision.children import Child, describe_exit, spawn_child, stop_children
+from agentd.supervision.dblock import DatabaseClaim, DatabaseInUse
+from agentd.supervision.handoff import hello_message
+from agentd.supervision.reload import reload_config
+from agentd.supervision.restarts import RestartHistory
+from agentd.supervision.status import control_request
+from agentd.supervision.watchdog import Watchdog
 from agentd.timeutil import utcnow
 from agentd.worker import EXIT_BOOT
 
-__all__ = ["EXIT_CRASH_LOOP", "Supervisor"]
+__all__ = ["EXIT_CRASH_LOOP", "EXIT_LOCKED", "EXIT_STARTUP", "Supervisor"]
 
 log = logging.getLogger("agentd.supervisor")
 
 EXIT_OK = 0
 EXIT_CRASH_LOOP = 1
 EXIT_STARTUP = 2
+EXIT_LOCKED = 75  # EX_TEMPFAIL: another supervisor runs on this database; try again later
 TICK = 0.25
-GATEWAY_SLOT = -1  # key of the gateway's restart history
 GATEWAY_EXIT_CONFIG = 78  # EX_CONFIG from agentd.gateway.server: restarting cannot help
 
 
@@ -60,27 +73,42 @@ class Supervisor:
         self.workers: dict[int, Child] = {}
         self.spare: Child | None = None
         self.gateway: Child | None = None
-        self.restarts: dict[int, deque[float]] = {}
-        self.restart_count: dict[int, int] = {}
+        cfg = settings.daemon
+        self.restarts: dict[int, RestartHistory] = {}  # worker slot -> its exits
+        self.spare_restarts = RestartHistory(cfg, immediate_first=False)
+        self.gateway_restarts = RestartHistory(cfg, immediate_first=False)
+        self.spare_disabled: str | None = None  # why no spare is made until the next reload
         self.started = time.monotonic()
         self._events: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
-        self._ready_notified = False
+        self.ready_notified = False
         self._stopping = False
         self._exit_code = EXIT_OK
-        self._last_watchdog = 0.0
+        self._busy: tuple[str, float] | None = None  # the event being handled, and since when
+        self._down_since: dict[int, float] = {}  # worker slot -> first seen without a ready worker
         self._pending_restarts: set[int] = set()
         self._maintenance_stop = asyncio.Event()
+        self.watchdog = Watchdog(self.notifier, self._stuck, self.status_line)
         self.store: Store | None = None
         self.last_maintenance: dict[str, Any] | None = None
 
     # -- entry -------------------------------------------------------------------------------
 
     async def run(self) -> int:
+        claim = DatabaseClaim(self.settings.storage)
         try:
-            self.store = await Store.open(self.settings.storage.uri, self.settings.storage.num_shards)
-        except StoreError as exc:
+            self.store = await claim.open()  # one supervisor per database, before anything else
+        except DatabaseInUse as exc:
+            log.error("%s", exc)
+            return EXIT_LOCKED
+        except (StoreError, OSError) as exc:
             log.error("cannot open the database: %s", exc)
             return EXIT_STARTUP
+        try:
+            return await self._run_locked(claim)
+        finally:
+            await claim.release()
+
+    async def _run_locked(self, claim: DatabaseClaim) -> int:
         control = ControlServer(self.settings.control_socket_path, self._control)
         try:
             await control.start()
@@ -90,24 +118,36 @@ class Supervisor:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.add_signal_handler(sig, self._events.put_nowait, ("signal", sig))
+        background = [asyncio.create_task(self.watchdog.run(), name="watchdog")]
+        if claim.lease is not None:
+            lost = functools.partial(self._halt, EXIT_LOCKED)
+            background.append(asyncio.create_task(claim.lease.keep(on_lost=lost), name="lease"))
         maintenance = self._start_maintenance()
         try:
-            await self._start_workers()
-            await self._start_gateway()
-            await self._start_spare()
+            await self.start_workers()
+            await self.start_gateway()
+            await self.start_spare()
             self.notifier.status(f"starting {self.settings.daemon.workers} workers")
             while not self._stopping:
                 try:
                     kind, value = await asyncio.wait_for(self._events.get(), TICK)
-                    await self._handle(kind, value)
                 except TimeoutError:
                     pass
+                else:
+                    self._busy = (kind, time.monotonic())
+                    try:
+                        await self._handle(kind, value)
+                    finally:
+                        self._busy = None
                 self._check()
             await self._shutdown()
         finally:
             self._maintenance_stop.set()
             if maintenance is not None:
                 await asyncio.gather(maintenance, return_exceptions=True)
+            for task in background:
+                task.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
             await control.close()
             self.notifier.close()
         log.info("supervisor exiting with %d", self._exit_code)
@@ -121,13 +161,21 @@ class Supervisor:
                 log.info("received %s: stopping gracefully", signal.Signals(value).name)
                 self._stopping = True
             elif value == signal.SIGHUP:
-                await self._reload()
+                await reload_config(self)
         elif kind == "exit":
             await self._child_exited(value)
         elif kind == "restart":
             self._pending_restarts.discard(value)
             if not self._stopping and value not in self.workers and value < self.settings.daemon.workers:
-                await self._start_worker(value)
+                await self.start_worker(value)
+        elif kind == "spare":
+            await self.start_spare()
+        elif kind == "gateway":
+            await self.start_gateway()
+
+    def _later(self, delay: float, event: tuple[str, Any]) -> None:
+        """Enqueue ``event`` after ``delay``: a backoff never blocks the loop."""
+        asyncio.get_running_loop().call_later(delay, self._events.put_nowait, event)
 
     async def _child_exited(self, child: Child) -> None:
         code = child.proc.returncode if child.proc.returncode is not None else 0
@@ -135,15 +183,14 @@ class Supervisor:
         if child.role == "spare":
             if self.spare is child:
                 self.spare = None
-                if not self._stopping:
-                    log.warning("the warm spare (pid %d) exited: %s", child.pid, cause)
-                    await self._start_spare()
+                if not self._stopping and not child.killed:
+                    self._spare_exited(child, cause)
             return
         if child.role == "gateway":
             if self.gateway is child:
                 self.gateway = None
                 if not self._stopping and child.killed != "reload":
-                    await self._gateway_exited(child, code, cause)
+                    self._gateway_exited(child, code, cause)
             return
         index = child.index
         if index is None or self.workers.get(index) is not child:
@@ -153,110 +200,79 @@ class Supervisor:
             return
         log.error("worker-%d (pid %d) exited: %s", index, child.pid, cause)
         if code == EXIT_BOOT and not child.ready:
-            log.error("worker-%d failed to boot; stopping instead of restarting in a loop", index)
+            # EXIT_BOOT means the handed-over config or the database is unusable (the worker
+            # never reads the file, and sessions it cannot resume exit 1): no restart can help.
+            log.error("worker-%d cannot open the database or use its configuration; stopping the daemon", index)
             self._halt()
             return
         self._schedule_restart(index)
 
-    async def _gateway_exited(self, child: Child, code: int, cause: str) -> None:
+    def _spare_exited(self, child: Child, cause: str) -> None:
+        """Back off, and after a crash loop make no more spares: workers are replaced cold instead."""
+        decision = self.spare_restarts.record()
+        if decision.crash_loop:
+            self.spare_disabled = f"{decision.exits} exits within {self.settings.daemon.crash_loop_window:.0f}s"
+            log.error(
+                "the warm spare keeps exiting (%s, last: %s); no more spares until the next reload",
+                self.spare_disabled,
+                cause,
+            )
+            return
+        log.warning("the warm spare (pid %d) exited: %s; a new one in %.1fs", child.pid, cause, decision.delay)
+        self._later(decision.delay, ("spare", None))
+
+    def _gateway_exited(self, child: Child, code: int, cause: str) -> None:
         """Restart the gateway unless it refused its config or keeps dying; workers go on either way."""
         if code == GATEWAY_EXIT_CONFIG:
             log.error(
                 "gateway (pid %d) refused its configuration; not restarting it (fix [gateway], then SIGHUP)", child.pid
             )
             return
-        now = time.monotonic()
-        window = self.restarts.setdefault(GATEWAY_SLOT, deque())
-        window.append(now)
-        while window and now - window[0] > self.settings.daemon.crash_loop_window:
-            window.popleft()
-        if len(window) > self.settings.daemon.crash_loop_restarts:
-            log.error("gateway crash loop (%d exits); not restarting it until the next reload", len(window))
+        decision = self.gateway_restarts.record()
+        if decision.crash_loop:
+            log.error("gateway crash loop (%d exits); not restarting it until the next reload", decision.exits)
             return
-        log.error("gateway (pid %d) exited: %s; restarting", child.pid, cause)
-        await asyncio.sleep(min(self.settings.daemon.restart_backoff_initial * 2 ** (len(window) - 1), 5.0))
-        await self._start_gateway()
+        log.error("gateway (pid %d) exited: %s; restarting in %.1fs", child.pid, cause, decision.delay)
+        self._later(decision.delay, ("gateway", None))
 
     def _schedule_restart(self, index: int) -> None:
-        cfg = self.settings.daemon
-        now = time.monotonic()
-        window = self.restarts.setdefault(index, deque())
-        window.append(now)
-        while window and now - window[0] > cfg.crash_loop_window:
-            window.popleft()
-        if len(window) > cfg.crash_loop_restarts:
+        decision = self.restarts.setdefault(index, RestartHistory(self.settings.daemon)).record()
+        if decision.crash_loop:
             log.error(
                 "worker-%d crash loop: %d restarts within %.0fs; stopping the daemon",
                 index,
-                len(window),
-                cfg.crash_loop_window,
+                decision.exits,
+                self.settings.daemon.crash_loop_window,
             )
             self._halt()
             return
-        self.restart_count[index] = self.restart_count.get(index, 0) + 1
-        delay = (
-            0.0
-            if len(window) == 1
-            else min(cfg.restart_backoff_initial * 2 ** (len(window) - 2), cfg.restart_backoff_max)
-        )
-        log.info("restarting worker-%d in %.2fs", index, delay)
+        log.info("restarting worker-%d in %.2fs", index, decision.delay)
         self._pending_restarts.add(index)
-        asyncio.get_running_loop().call_later(delay, self._events.put_nowait, ("restart", index))
+        self._later(decision.delay, ("restart", index))
 
-    def _halt(self) -> None:
-        self._exit_code = EXIT_CRASH_LOOP
+    def _halt(self, code: int = EXIT_CRASH_LOOP) -> None:
+        self._exit_code = code
         self._stopping = True
 
     # -- starting children -------------------------------------------------------------------
-
-    def _child_args(self) -> list[str]:
-        args = []
-        if self.config_path:
-            args += ["--config", self.config_path]
-        args += ["--db", self.settings.storage.uri]
-        return args
 
     def _watch(self, child: Child) -> None:
         child.exit_task = asyncio.create_task(child.proc.wait())
         child.exit_task.add_done_callback(lambda _t: self._events.put_nowait(("exit", child)))
         if child.reader is not None:
-            child.listen_task = asyncio.create_task(self._listen(child))
+            child.listen_task = asyncio.create_task(child.listen())
 
-    async def _listen(self, child: Child) -> None:
-        import json
-
-        assert child.reader is not None
-        while True:
-            try:
-                line = await child.reader.readline()
-            except (ConnectionError, ValueError):
-                return
-            if not line:
-                return
-            try:
-                message = json.loads(line)
-            except ValueError:
-                continue
-            kind = message.get("type")
-            if kind == "heartbeat":
-                child.last_heartbeat = time.monotonic()
-                child.counters = message
-            elif kind == "ready":
-                child.ready = True
-                child.last_heartbeat = time.monotonic()
-                child.ready_event.set()
-                log.info("%s ready (pid %d, %s sessions)", child.name, child.pid, message.get("sessions"))
-            elif kind == "standby":
-                child.ready_event.set()
-
-    async def _start_workers(self) -> None:
+    async def start_workers(self) -> None:
         workers = self.settings.daemon.workers
         assert self.store is not None
         await retire_owners(self.store, workers)
+        for index in list(self._down_since):
+            if index >= workers:
+                del self._down_since[index]
         for index in range(workers):
-            await self._start_worker(index)
+            await self.start_worker(index)
 
-    async def _start_worker(self, index: int) -> None:
+    async def start_worker(self, index: int) -> None:
         assert self.store is not None
         workers = self.settings.daemon.workers
         epoch = time.time_ns()
@@ -271,34 +287,37 @@ class Supervisor:
         if spare is not None:
             self.spare = None
             spare.ready_event.clear()
-            if await spare.send({"type": "assign", "index": index, "workers": workers, "epoch": epoch}):
+            assign = {"type": "assign", "index": index, "workers": workers, "epoch": epoch}
+            assign.update({k: v for k, v in hello_message(self.settings).items() if k != "type"})
+            if await spare.send(assign):
                 spare.role, spare.index, spare.epoch = "worker", index, epoch
                 spare.shards = shards_of_worker(index, workers, self.settings.storage.num_shards)
                 spare.started_at = spare.last_heartbeat = time.monotonic()
                 self.workers[index] = spare
                 log.info("worker-%d: the warm spare (pid %d) took the slot", index, spare.pid)
-                await self._start_spare()
+                await self.start_spare()
                 return
+            spare.killed = "lost its channel during an assignment"
             spare.signal(signal.SIGKILL)
-        args = [*self._child_args(), "--index", str(index), "--workers", str(workers), "--epoch", str(epoch)]
-        child = await spawn_child("worker", "agentd.worker", args, channel=True)
+        args = ["--index", str(index), "--workers", str(workers), "--epoch", str(epoch)]
+        child = await spawn_child("worker", "agentd.worker", args, channel=True, hello=hello_message(self.settings))
         child.index, child.epoch = index, epoch
         child.shards = shards_of_worker(index, workers, self.settings.storage.num_shards)
         self.workers[index] = child
         self._watch(child)
 
-    async def _start_spare(self) -> None:
-        if self._stopping or not self.settings.daemon.warm_spare or self.spare is not None:
+    async def start_spare(self) -> None:
+        if self._stopping or not self.settings.daemon.warm_spare or self.spare is not None or self.spare_disabled:
             return
-        self.spare = await spawn_child("spare", "agentd.worker", [*self._child_args(), "--standby"], channel=True)
+        hello = hello_message(self.settings)
+        self.spare = await spawn_child("spare", "agentd.worker", ["--standby"], channel=True, hello=hello)
         self._watch(self.spare)
 
-    async def _start_gateway(self) -> None:
+    async def start_gateway(self) -> None:
         if self._stopping or not self.settings.gateway.enabled or self.gateway is not None:
             return
-        self.gateway = await spawn_child(
-            "gateway", "agentd", [*self._child_args(), "gateway", "--exit-with-parent"], channel=False
-        )
+        hello = hello_message(self.settings)
+        self.gateway = await spawn_child("gateway", "agentd.supervision.gateway_child", [], channel=True, hello=hello)
         self.gateway.ready = True
         self._watch(self.gateway)
 
@@ -319,87 +338,45 @@ class Supervisor:
         healthy = len(self.workers) == cfg.workers and all(
             c.ready and c.alive and now - c.last_heartbeat <= cfg.heartbeat_timeout for c in self.workers.values()
         )
-        if healthy and not self._ready_notified:
-            self._ready_notified = True
+        if healthy and not self.ready_notified:
+            self.ready_notified = True
             log.info("all %d workers ready", cfg.workers)
-            self.notifier.ready(status=self._status_line())
-        interval = self.notifier.watchdog_interval()
-        if interval is not None and healthy and now - self._last_watchdog >= interval:
-            self._last_watchdog = now
-            self.notifier.watchdog()
-            self.notifier.status(self._status_line())
+            self.notifier.ready(status=self.status_line())
 
-    def _status_line(self) -> str:
+    @property
+    def stuck_after(self) -> float:
+        """Longer than any stop plus start can take: past it, the supervisor is not recovering."""
+        cfg = self.settings.daemon
+        return cfg.boot_timeout + 2 * cfg.stop_timeout + cfg.restart_backoff_max + 30.0
+
+    def _stuck(self) -> str | None:
+        """Why the supervisor cannot make progress (the watchdog then triggers), or None."""
+        if self._stopping:
+            return None
+        now = time.monotonic()
+        if self._busy is not None and now - self._busy[1] > self.stuck_after:
+            return f"handling {self._busy[0]!r} for {now - self._busy[1]:.0f}s"
+        for index in range(self.settings.daemon.workers):
+            child = self.workers.get(index)
+            if child is not None and child.ready and child.alive:
+                self._down_since.pop(index, None)
+                continue
+            down = now - self._down_since.setdefault(index, now)
+            if down > self.stuck_after:
+                return f"worker-{index} has not been ready for {down:.0f}s"
+        return None
+
+    def status_line(self) -> str:
         sessions = sum(int(c.counters.get("sessions") or 0) for c in self.workers.values())
         return f"{len(self.workers)} workers, {sessions} sessions"
 
-    # -- reload ------------------------------------------------------------------------------
-
-    async def _reload(self) -> None:
-        self.notifier.reloading(status="reloading configuration")
-        try:
-            new = load_settings(self.config_path, db=self.db_override)
-        except ConfigError as exc:
-            log.error("reload failed, keeping the running configuration: %s", exc)
-            self.notifier.ready(status=f"reload failed: {str(exc).splitlines()[-1]}")
-            return
-        old = self.settings
-        if new.storage != old.storage:
-            log.error("reload: [storage] cannot change while running (restart the daemon); keeping the old one")
-            new = new.model_copy(update={"storage": old.storage})
-        restart = any(
-            getattr(new, section) != getattr(old, section)
-            for section in ("daemon", "writer", "queue", "runtime", "llm", "logging")
-        )
-        self.settings = new
-        if restart:
-            # READY=1 is sent again by _check() once the new workers report ready.
-            self._ready_notified = False
-            log.info("reload: restarting workers (%d -> %d)", old.daemon.workers, new.daemon.workers)
-            await self._restart_all_workers()
-        if new.gateway != old.gateway and self.gateway is not None:
-            gateway, self.gateway = self.gateway, None
-            gateway.killed = "reload"
-            await self._stop_children([gateway], self.settings.daemon.stop_timeout)
-            await self._start_gateway()
-        elif new.gateway.enabled and self.gateway is None:
-            await self._start_gateway()
-        if not restart:
-            self.notifier.ready(status=self._status_line())
-        log.info("configuration reloaded")
-
-    async def _restart_all_workers(self) -> None:
-        old = list(self.workers.values())
-        for child in old:
-            child.killed = "reload"
-        spare, self.spare = self.spare, None
-        await self._stop_children(old + ([spare] if spare else []), self.settings.daemon.stop_timeout)
-        self.workers.clear()
-        self.restarts.clear()
-        await self._start_workers()
-        await self._start_spare()
-
     # -- stopping ----------------------------------------------------------------------------
-
-    async def _stop_children(self, children: list[Child], timeout: float, *, force: bool = False) -> None:
-        """SIGTERM (SIGKILL with ``force``), wait up to ``timeout``, then SIGKILL and reap."""
-        for child in children:
-            child.signal(signal.SIGKILL if force else signal.SIGTERM)
-        waits = [c.exit_task for c in children if c.exit_task is not None and not c.exit_task.done()]
-        if waits:
-            _, pending = await asyncio.wait(waits, timeout=timeout)
-            if pending:
-                for child in children:
-                    if child.alive:
-                        log.warning("%s (pid %d) did not stop in %.0fs; SIGKILL", child.name, child.pid, timeout)
-                        child.signal(signal.SIGKILL)
-                await asyncio.wait(pending, timeout=10)
 
     async def _shutdown(self) -> None:
         self.notifier.stopping(status="stopping")
         children = [*self.workers.values(), *(c for c in (self.gateway, self.spare) if c is not None)]
         log.info("stopping %d children", len(children))
-        stop_task = asyncio.create_task(self._stop_children(children, self.settings.daemon.stop_timeout))
+        stop_task = asyncio.create_task(stop_children(children, self.settings.daemon.stop_timeout))
         while not stop_task.done():
             try:
                 kind, value = await asyncio.wait_for(self._events.get(), TICK)
@@ -433,41 +410,4 @@ class Supervisor:
         self.last_maintenance = {"at": utcnow().isoformat(), **report.as_dict()}
 
     async def _control(self, message: dict[str, Any]) -> dict[str, Any]:
-        op = message.get("op")
-        if op == "wake":
-            shard = message.get("shard")
-            targets = list(self.workers.values())
-            if isinstance(shard, int):
-                targets = [c for c in targets if shard in c.shards]
-            for child in targets:
-                await child.send({"type": "wake"})
-            return {"ok": True}
-        if op == "status":
-            return {"ok": True, "status": await self.status()}
-        return {"ok": False, "error": f"unknown op {op!r} (status, wake)"}
-
-    async def status(self) -> dict[str, Any]:
-        now = time.monotonic()
-        children = [c.status(now) for c in sorted(self.workers.values(), key=lambda c: c.index or 0)]
-        for child in (self.gateway, self.spare):
-            if child is not None:
-                children.append(child.status(now))
-        for info in children:
-            if info["index"] is not None:
-                info["restarts"] = self.restart_count.get(info["index"], 0)
-        gateway: dict[str, Any] | None = None
-        if self.gateway is not None:
-            gateway = await fetch_health(self.settings.gateway)
-        return {
-            "pid": os.getpid(),
-            "uptime": round(now - self.started, 1),
-            "database": self.settings.storage.uri,
-            "num_shards": self.settings.storage.num_shards,
-            "workers": self.settings.daemon.workers,
-            "ready": self._ready_notified,
-            "sessions": sum(int(c.counters.get("sessions") or 0) for c in self.workers.values()),
-            "children": children,
-            "gateway": gateway,
-            "heartbeat_timeout": self.settings.daemon.heartbeat_timeout,
-            "maintenance": self.last_maintenance,
-        }
+        return await control_request(self, message)

@@ -1,0 +1,48 @@
+"""The gateway as the supervisor's child: ``python -m agentd.supervision.gateway_child``.
+
+The same gateway as ``agentd gateway``, but it runs the settings the supervisor validated and
+sent as the first line on fd ``--control-fd`` (``agentd.supervision.handoff``), never a fresh
+read of ``config.toml``: a file broken on disk after start must not keep a restarted gateway
+from coming back. The channel carries nothing else; it is closed once the settings are read.
+Like every child, it exits when the supervisor dies (parent-death signal).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from agentd.config import ConfigError
+from agentd.logsetup import configure_logging
+from agentd.supervision.handoff import read_hello
+
+__all__ = ["EXIT_NO_SETTINGS", "main"]
+
+EXIT_NO_SETTINGS = 2  # like `agentd gateway` with a bad config
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="agentd-gateway-child", description=__doc__.splitlines()[0])
+    parser.add_argument("--control-fd", type=int, required=True)
+    args = parser.parse_args(argv)
+    from agentd.worker import set_parent_death_signal
+
+    set_parent_death_signal()
+    if os.getppid() == 1:  # the supervisor died before we got here
+        return 0
+    try:
+        settings = read_hello(args.control_fd)
+    except ConfigError as exc:
+        sys.stderr.write(f"agentd gateway: {exc}\n")  # logging is not configured yet
+        return EXIT_NO_SETTINGS
+    finally:
+        os.close(args.control_fd)
+    configure_logging(settings.logging, role="gateway")
+    from agentd.gateway.server import run_gateway
+
+    return run_gateway(settings)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
