@@ -36,9 +36,10 @@ Quiet ticks: every silent tick is ``quiet``; with no new message its context del
 so the runtime appends no step (``Agent.record_quiet_ticks``) and an idle persona costs no
 storage. A cooldown wait records one step, then repeats the same ``cooldown_until``.
 
-Fault injection, for crash tests only: ``AGENTD_FAULT_AFTER_REPLY_POST=exit`` ends the process
-(``os._exit(137)``, no cleanup, as a kill -9) right after a reply's insert commits and before
-its step is durable; ``=stall`` blocks there until the tick timeout fires.
+Fault injection, for tests only, right after a reply's insert commits and before its step is
+durable: the fault point ``after-reply-post`` (``AGENTD_FAULTS``, agentd.faults) kills the
+process with SIGKILL; ``AGENTD_FAULT_AFTER_REPLY_POST=stall`` blocks there until the tick
+timeout fires.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from agentd import faults
 from agentd.agents.base import (
     Agent,
     AgentConfig,
@@ -88,11 +90,9 @@ def reply_message_id(session_id: str, index: int) -> str:
 
 
 async def _fault_after_reply_post() -> None:
-    """The crash-test hook of the module doc: an environment lookup per reply, nothing else."""
-    fault = os.environ.get(FAULT_AFTER_REPLY_POST)
-    if fault == "exit":
-        os._exit(137)
-    if fault == "stall":
+    """The test hooks of the module doc: a dict and an environment lookup per reply, nothing else."""
+    faults.hit("after-reply-post")
+    if os.environ.get(FAULT_AFTER_REPLY_POST) == "stall":
         await asyncio.sleep(3600)  # cancelled by the runtime's tick timeout
 
 

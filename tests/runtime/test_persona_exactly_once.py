@@ -2,15 +2,16 @@
 
 The reply id is bound to the reply index (``replies + 1``), not to the seq of the tick that
 posts it, and every tick reconciles first. These tests post a reply and lose the step that
-should record it, once by killing the worker process right after the post commits (a real
-process, ``os._exit(137)``: no flush, no cleanup, as kill -9), once by a tick timeout that fires
-after the post committed, and check the stored data: one reply per reply step, each reply
-message recorded by exactly one step.
+should record it, once by killing the worker process with SIGKILL right after the post commits
+(a real process, fault point ``after-reply-post``), once by a tick timeout that fires after the
+post committed, and check the stored data: one reply per reply step, each reply message
+recorded by exactly one step.
 """
 
 from __future__ import annotations
 
 import asyncio
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -45,10 +46,10 @@ ENV = {
 SID = "ann"
 
 
-def _worker(db_uri: str, log: Path, fault: str | None = None) -> subprocess.Popen[bytes]:
+def _worker(db_uri: str, log: Path, faults: str | None = None) -> subprocess.Popen[bytes]:
     env = dict(ENV)
-    if fault:
-        env[FAULT_AFTER_REPLY_POST] = fault
+    if faults:
+        env["AGENTD_FAULTS"] = faults
     return spawn_module(
         "agentd.worker", "--db", db_uri, "--index", "0", "--workers", "1", env=env, stderr=log.open("ab")
     )
@@ -59,7 +60,7 @@ async def _open(db_uri: str) -> tuple[Store, ActionQueue]:
     return store, ActionQueue(store.actions, SHARDS)
 
 
-async def _act(queue: ActionQueue, kind: str, payload: dict[str, object], timeout: float = 20) -> None:
+async def _act(queue: ActionQueue, kind: str, payload: dict[str, object], timeout: float = 60) -> None:
     action = await queue.enqueue(kind, SID, payload)
     done = await queue.wait(action.action_id, timeout=timeout)
     assert done is not None and done.status == "done", (kind, done)
@@ -105,21 +106,21 @@ def test_killed_after_posting_a_speak_now_reply_records_it_once(db_uri: str, tmp
         store, queue = await _open(db_uri)
         # The case of the finding: a guidance step takes the seq the dead tick had.
         await _act(queue, "interrupt", {"guidance": "be noir"})
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 60
         while not _reply_steps(await read_steps(store.steps, SID)):
             assert time.monotonic() < deadline, "the posted reply was never recorded"
             await asyncio.sleep(0.1)
         await asyncio.sleep(1.0)  # several more heartbeats: nothing more is posted
 
     with reaped() as procs:
-        procs.append(_worker(db_uri, log, fault="exit"))
+        procs.append(_worker(db_uri, log, faults="after-reply-post"))
         run(until_speak_now_is_durable())
-        assert procs[0].wait(timeout=30) == 137, log.read_text()[-3000:]
+        assert procs[0].wait(timeout=60) == -signal.SIGKILL, log.read_text()[-3000:]
         run(after_the_crash())
         procs.append(_worker(db_uri, log))
         run(after_restart())
         procs[1].terminate()
-        assert procs[1].wait(timeout=30) == 0, log.read_text()[-3000:]
+        assert procs[1].wait(timeout=60) == 0, log.read_text()[-3000:]
 
     async def verify() -> None:
         store, _ = await _open(db_uri)
@@ -146,7 +147,7 @@ def test_tick_timeout_after_the_post_committed_records_the_reply_once(
     monkeypatch.setenv(FAULT_AFTER_REPLY_POST, "stall")
 
     async def scenario() -> None:
-        async with hosted(fast_settings(db_uri, runtime={"tick_timeout": 0.5})) as h:
+        async with hosted(fast_settings(db_uri, runtime={"tick_timeout": 1.0})) as h:
             await insert_conversation(
                 h.store.conversations, ConversationRecord(conversation_id="c1", created_at=utcnow())
             )
@@ -164,7 +165,7 @@ def test_tick_timeout_after_the_post_committed_records_the_reply_once(
                     )
                 ],
             )
-            deadline = asyncio.get_running_loop().time() + 15
+            deadline = asyncio.get_running_loop().time() + 30
             while not _reply_steps(await h.steps(SID)):
                 assert asyncio.get_running_loop().time() < deadline, "the reply was never recorded"
                 await asyncio.sleep(0.05)

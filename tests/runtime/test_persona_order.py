@@ -31,7 +31,7 @@ def _user(message_id: str, text: str, stamp: datetime) -> MessageRecord:
     )
 
 
-async def _replies(h: Harness, count: int, timeout: float = 10) -> list[MessageRecord]:
+async def _replies(h: Harness, count: int, timeout: float = 30) -> list[MessageRecord]:
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
         replies = [m for m in await read_messages(h.store.messages, "c1") if m.role == "agent"]

@@ -3,7 +3,7 @@
 The runtime appends no step for a quiet tick whose context delta changes nothing (unless the
 agent type sets ``record_quiet_ticks``). The first tests drive a real PersonaAgent on a real
 LanceDB directory tick by tick and check its outcomes; the last runs a hosted session and checks
-the stored steps, which needs the runtime side (agentd/runtime/session.py).
+the stored steps.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import asyncio
 from datetime import timedelta
 from typing import Any
 
-import pytest
 from helpers import run
 
 from agentd.agents.base import AgentServices, StepOutcome, Tick
@@ -124,9 +123,8 @@ def test_a_context_from_before_the_version_marker_converts_once(db_uri: str) -> 
     run(scenario())
 
 
-# Needs the runtime change of issue 11 (agentd/runtime/session.py skips quiet ticks whose delta
-# changes nothing, unless Agent.record_quiet_ticks): xfail until it lands, then drop the mark.
-@pytest.mark.xfail(reason="runtime does not skip quiet ticks yet (agentd/runtime/session.py)", strict=False)
+# End to end: the runtime (agentd/runtime/session.py) skips quiet ticks whose delta changes
+# nothing, unless Agent.record_quiet_ticks.
 def test_an_idle_persona_appends_no_steps(db_uri: str) -> None:
     async def scenario() -> None:
         async with hosted(fast_settings(db_uri)) as h:
