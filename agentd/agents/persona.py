@@ -32,9 +32,12 @@ the read behind that step, so reply k is among the new messages. An insert that 
 taken (a timed-out tick's commit landing late) reads the stored message back by id (indexed)
 and records that.
 
-Quiet ticks: every silent tick is ``quiet``; with no new message its context delta is empty,
-so the runtime appends no step (``Agent.record_quiet_ticks``) and an idle persona costs no
-storage. A cooldown wait records one step, then repeats the same ``cooldown_until``.
+Quiet ticks: every silent tick is ``quiet``. With no new message, or only its own recorded
+replies since the marker (the tick after each reply: the marker is left where it was), the
+context delta is empty, so the runtime appends no step (``Agent.record_quiet_ticks``) and an
+idle persona costs no storage. A cooldown wait records one step, then repeats the same
+``cooldown_until``. A reply's step sets the marker to what the tick read, not to the reply:
+a message committed while the reply was being generated stays new.
 
 Fault injection, for tests only, right after a reply's insert commits and before its step is
 durable: the fault point ``after-reply-post`` (``AGENTD_FAULTS``, agentd.faults) kills the
