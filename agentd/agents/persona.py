@@ -37,7 +37,8 @@ replies since the marker (the tick after each reply: the marker is left where it
 context delta is empty, so the runtime appends no step (``Agent.record_quiet_ticks``) and an
 idle persona costs no storage. A cooldown wait records one step, then repeats the same
 ``cooldown_until``. A reply's step sets the marker to what the tick read, not to the reply:
-a message committed while the reply was being generated stays new.
+a message committed while the reply was generated is then read by the next tick, which
+answers it or records why not (rule 1), never skips it unseen.
 
 Fault injection, for tests only, right after a reply's insert commits and before its step is
 durable: the fault point ``after-reply-post`` (``AGENTD_FAULTS``, agentd.faults) kills the
