@@ -30,7 +30,7 @@ from agentd.llm.base import LLMClient
 from agentd.queue import Ack, ActionQueue
 from agentd.runtime.acks import AckBatcher, ClaimKeeper
 from agentd.runtime.lateness import LatencyStats
-from agentd.runtime.resume import load_live_sessions
+from agentd.runtime.resume import LIVE_STATUSES, from_step, load_live_sessions
 from agentd.runtime.session import ActionRejected, Command, CommandResult, SessionGone, SessionRunner
 from agentd.runtime.unhosted import act_unhosted, replayed_result, write_final_step
 from agentd.runtime.watcher import ConversationWatcher
@@ -232,6 +232,7 @@ class SessionHost:
         agent = cls(config, self._services(record))
         if creating:
             record.context = {**agent.initial_context(), **record.context, "paused": False}
+        if record.conversation_id is None:
             record.conversation_id = agent.conversation_id()
         runner = SessionRunner(
             record,
@@ -309,27 +310,44 @@ class SessionHost:
             raise ActionRejected(str(exc)) from exc
         if action.session_id in self.runners:  # created by an earlier action while we awaited
             return await self._duplicate_create(action)
-        # A crash after the creation step was committed but before its session row: continue its seq.
-        previous = await latest_step(self.store.steps, action.session_id)
         now = utcnow()
-        agent_id = str(payload.get("agent_id") or action.session_id)
         record = SessionRecord(
             session_id=action.session_id,
-            agent_id=agent_id,
+            agent_id=str(payload.get("agent_id") or action.session_id),
             agent_type=cls.type_name,
             shard=action.shard,
             status="starting",
             config={**config.model_dump(mode="json", exclude_none=True), "_create_action": action.action_id},
             context={},
-            last_seq=previous.seq if previous is not None else 0,
             conversation_id=None,
             created_at=now,
             updated_at=now,
         )
+        previous = await latest_step(self.store.steps, action.session_id)
+        if previous is not None:
+            # Steps but no session row: a crash after a flush's steps commit and before its
+            # sessions commit. If they are this create's, adopt them; never create again.
+            if action.action_id not in await steps_of_actions(
+                self.store.steps, [(action.session_id, action.action_id)]
+            ):
+                raise ActionRejected(f"session {action.session_id} already exists")
+            return await self._adopt(record, previous)
         runner = self._start_runner(record, creating=True)
         future = runner.submit(Command("create", payload, action_id=action.action_id))
         self._release_queued(action.session_id)  # queued actions go in behind the create
         return await future
+
+    async def _adopt(self, record: SessionRecord, latest: StepRecord) -> CommandResult:
+        """Resume a session whose create was applied but whose row was never written, from its latest step."""
+        record = from_step(record, latest.seq, latest.state)
+        generation = await self.writer.submit(None, record)  # the missing row, durable before the ack
+        if record.status in LIVE_STATUSES:
+            self._start_runner(record, creating=False)
+        log.warning(
+            "session %s: adopted its steps up to seq %d (its row was never written)", record.session_id, latest.seq
+        )
+        result = {"session_id": record.session_id, "agent_id": record.agent_id, "status": record.status}
+        return {**result, "seq": latest.seq, "replayed": True}, generation
 
     async def _existing_create(self, action: ActionRecord, existing: SessionRecord) -> CommandResult:
         if existing.config.get("_create_action") == action.action_id:  # our own create, replayed

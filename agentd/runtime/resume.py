@@ -16,7 +16,7 @@ from agentd.store.sessions import SessionRecord
 from agentd.store.sql import sql_in
 from agentd.store.steps import latest_steps_since
 
-__all__ = ["LIVE_STATUSES", "load_live_sessions"]
+__all__ = ["LIVE_STATUSES", "from_step", "load_live_sessions"]
 
 log = logging.getLogger(__name__)
 
@@ -39,13 +39,13 @@ async def load_live_sessions(store: Any, shards: list[int]) -> list[tuple[Sessio
     for record in records:
         step = steps.get(record.session_id)
         if step is not None and step.seq > record.last_seq:
-            record = _apply_step_state(record, step.seq, step.state)
+            record = from_step(record, step.seq, step.state)
         if record.status in LIVE_STATUSES:
             live.append((record, unreadable.get(record.session_id)))
     return live
 
 
-def _apply_step_state(record: SessionRecord, seq: int, state: dict[str, Any]) -> SessionRecord:
+def from_step(record: SessionRecord, seq: int, state: dict[str, Any]) -> SessionRecord:
     """The step is newer than the row (crash between the two commits): take the step's state."""
     return record.model_copy(
         update={

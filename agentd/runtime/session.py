@@ -255,7 +255,9 @@ class SessionRunner:
         and re-checking the clock made every session spin through ~20 zero-delay re-sleeps before
         each tick (most of a core at 10k sessions).
         """
-        if self._inbox or self._tick_now:
+        # A wake while paused (a new message for a persona) must not make this return at once:
+        # the caller would loop without awaiting and starve the whole event loop.
+        if self._inbox or (self._tick_now and self.status == "running"):
             return False
         self._waiter = waiter = loop.create_future()
         handle = None if due is None else loop.call_at(due, _timer_fired, waiter)

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from helpers import reaped, run, spawn_module
 
 from agentd.agents.base import StepOutcome, Tick
@@ -21,6 +22,7 @@ from agentd.agents.registry import register
 from agentd.queue import ActionQueue
 from agentd.store import Store
 from agentd.store.actions import ActionRecord
+from agentd.store.conversations import ConversationRecord, MessageRecord, insert_conversation, insert_messages
 from agentd.store.sessions import get_session, upsert_sessions
 from agentd.store.steps import StepRecord, read_steps
 from agentd.timeutil import utcnow
@@ -288,5 +290,75 @@ def test_a_row_the_storage_cannot_hold_does_not_stall_the_writer(db_uri: str) ->
             assert_contiguous(await h.steps("j1"))
             guided = await h.act("interrupt", "j1", {"guidance": "about owls"})
             assert guided.status == "done", "the acknowledgement (its context holds the repaired value) is stored"
+
+    run(scenario())
+
+
+def test_a_create_whose_row_was_never_written_is_adopted_not_applied_again(db_uri: str) -> None:
+    """Chaos finding: steps committed, the sessions row not (killed between a flush's two commits)."""
+
+    async def scenario() -> None:
+        settings = fast_settings(db_uri)
+        async with hosted(settings) as h:
+            created = await h.create("j1")
+            guided = await h.act("interrupt", "j1", {"guidance": "about newts"})
+            assert guided.status == "done"
+            await h.wait_steps("j1", 2)
+        store = await Store.open(db_uri, 4)
+        await store.sessions.delete("session_id = 'j1'")  # the row of that flush never landed
+        # The create was never acknowledged either: it is pending again for the next owner.
+        await store.actions.update(
+            updates_sql={"status": "'pending'", "version": "version + 1"}, where=f"action_id = '{created.action_id}'"
+        )
+        before = await read_steps(store.steps, "j1")
+        async with hosted(settings) as h:
+            done = await h.queue.wait(created.action_id, timeout=15)
+            assert done is not None and done.status == "done", done
+            assert done.result is not None and done.result["replayed"] is True
+            session = await h.session("j1")
+            assert session.context["subject"] == "newts", "acknowledged guidance survives"
+            await h.wait_steps("j1", len([s for s in before if s.kind == "tick"]) + 2)
+            steps = await h.steps("j1")
+            assert [s.text for s in steps].count("created") == 1, "never created twice"
+            assert_contiguous(steps)
+
+    run(scenario())
+
+
+@pytest.mark.timeout(60)
+def test_a_paused_persona_woken_by_messages_does_not_starve_the_loop(db_uri: str) -> None:
+    """Chaos finding: a wake while paused made the session loop spin without awaiting."""
+
+    async def scenario() -> None:
+        async with hosted(fast_settings(db_uri)) as h:
+            await insert_conversation(
+                h.store.conversations, ConversationRecord(conversation_id="c1", created_at=utcnow())
+            )
+            await h.create("p1", agent_type="persona", conversation_id="c1", name="Ann", cooldown=0)
+            await h.create("j1")
+            assert (await h.act("pause", "p1")).status == "done"
+            await insert_messages(
+                h.store.messages,
+                [
+                    MessageRecord(
+                        message_id="u1",
+                        conversation_id="c1",
+                        author_id="user",
+                        role="user",
+                        text="hi",
+                        created_at=utcnow(),
+                    )
+                ],
+            )
+            await asyncio.sleep(0.5)  # the watcher wakes the paused persona
+            ticks = len(await h.steps("j1", "tick"))
+            await h.wait_steps("j1", ticks + 3, timeout=10)  # the loop still turns
+            assert (await h.act("resume", "p1")).status == "done"
+            replies = [s for s in await h.steps("p1", "tick") if s.data and s.data.get("message_id")]
+            deadline = asyncio.get_running_loop().time() + 10
+            while not replies and asyncio.get_running_loop().time() < deadline:
+                await asyncio.sleep(0.1)
+                replies = [s for s in await h.steps("p1", "tick") if s.data and s.data.get("message_id")]
+            assert replies, "answered once resumed"
 
     run(scenario())
