@@ -210,3 +210,22 @@ def test_watchdog_task_is_idle_without_watchdog_usec(path_socket: tuple[str, soc
     watchdog = Watchdog(SdNotifier({"NOTIFY_SOCKET": address}), lambda: None)
     asyncio.run(asyncio.wait_for(watchdog.run(), 1))  # returns at once: nothing to ping
     assert watchdog.pings == 0
+
+
+def test_progress_is_stuck_only_past_the_longest_stop_and_start() -> None:
+    from agentd.config import DaemonConfig
+    from agentd.supervision.watchdog import Progress, stuck_after
+
+    cfg = DaemonConfig(workers=2, boot_timeout=0.1, stop_timeout=0.05, restart_backoff_max=0.0)
+    assert stuck_after(cfg, 0.0) == pytest.approx(0.2)
+    progress = Progress(margin=0.0)
+    assert progress.stuck(cfg, {0, 1}) is None
+    assert progress.stuck(cfg, {0}) is None  # slot 1 just went down: being handled
+    time.sleep(0.25)
+    assert progress.stuck(cfg, {0}) == "worker-1 has not been ready for 0s"
+    assert progress.stuck(cfg, {0, 1}) is None  # back: forgotten
+    with progress.handling("signal"):
+        assert progress.stuck(cfg, {0, 1}) is None
+        time.sleep(0.25)
+        assert progress.stuck(cfg, {0, 1}) == "handling 'signal' for 0s"
+    assert progress.stuck(cfg, {0, 1}) is None

@@ -87,6 +87,9 @@ async def reload_config(sup: Supervisor) -> None:
         gateway.killed = "reload"
         await stop_children([gateway], new.daemon.stop_timeout)
     await sup.start_gateway()
+    sup.spare_restarts.clear()  # a spare left stopped after a crash loop gets another chance
+    sup.spare_disabled = None
+    await sup.start_spare()
     if not plan.restart_workers:
         sup.notifier.ready(status=sup.status_line())
     log.info("configuration reloaded")
@@ -96,7 +99,7 @@ async def restart_all_workers(sup: Supervisor) -> None:
     """Stop every worker and the spare (gracefully, then SIGKILL), then start the new layout.
 
     The old workers are all gone before any new epoch is written, so no shard is served by
-    two processes; crash-loop histories and a disabled spare start afresh.
+    two processes; their crash-loop histories start afresh. The caller starts a new spare.
     """
     old = list(sup.workers.values())
     spare, sup.spare = sup.spare, None
@@ -108,7 +111,4 @@ async def restart_all_workers(sup: Supervisor) -> None:
     sup.workers.clear()
     for history in sup.restarts.values():
         history.clear()
-    sup.spare_restarts.clear()
-    sup.spare_disabled = None
     await sup.start_workers()
-    await sup.start_spare()

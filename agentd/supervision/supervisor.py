@@ -48,7 +48,7 @@ from agentd.supervision.handoff import hello_message
 from agentd.supervision.reload import reload_config
 from agentd.supervision.restarts import RestartHistory
 from agentd.supervision.status import control_request
-from agentd.supervision.watchdog import Watchdog
+from agentd.supervision.watchdog import Progress, Watchdog
 from agentd.timeutil import utcnow
 from agentd.worker import EXIT_BOOT
 
@@ -83,8 +83,7 @@ class Supervisor:
         self.ready_notified = False
         self._stopping = False
         self._exit_code = EXIT_OK
-        self._busy: tuple[str, float] | None = None  # the event being handled, and since when
-        self._down_since: dict[int, float] = {}  # worker slot -> first seen without a ready worker
+        self.progress = Progress()  # what the watchdog looks at to decide "stuck"
         self._pending_restarts: set[int] = set()
         self._maintenance_stop = asyncio.Event()
         self.watchdog = Watchdog(self.notifier, self._stuck, self.status_line)
@@ -134,11 +133,8 @@ class Supervisor:
                 except TimeoutError:
                     pass
                 else:
-                    self._busy = (kind, time.monotonic())
-                    try:
+                    with self.progress.handling(kind):
                         await self._handle(kind, value)
-                    finally:
-                        self._busy = None
                 self._check()
             await self._shutdown()
         finally:
@@ -266,9 +262,6 @@ class Supervisor:
         workers = self.settings.daemon.workers
         assert self.store is not None
         await retire_owners(self.store, workers)
-        for index in list(self._down_since):
-            if index >= workers:
-                del self._down_since[index]
         for index in range(workers):
             await self.start_worker(index)
 
@@ -343,28 +336,12 @@ class Supervisor:
             log.info("all %d workers ready", cfg.workers)
             self.notifier.ready(status=self.status_line())
 
-    @property
-    def stuck_after(self) -> float:
-        """Longer than any stop plus start can take: past it, the supervisor is not recovering."""
-        cfg = self.settings.daemon
-        return cfg.boot_timeout + 2 * cfg.stop_timeout + cfg.restart_backoff_max + 30.0
-
     def _stuck(self) -> str | None:
         """Why the supervisor cannot make progress (the watchdog then triggers), or None."""
         if self._stopping:
             return None
-        now = time.monotonic()
-        if self._busy is not None and now - self._busy[1] > self.stuck_after:
-            return f"handling {self._busy[0]!r} for {now - self._busy[1]:.0f}s"
-        for index in range(self.settings.daemon.workers):
-            child = self.workers.get(index)
-            if child is not None and child.ready and child.alive:
-                self._down_since.pop(index, None)
-                continue
-            down = now - self._down_since.setdefault(index, now)
-            if down > self.stuck_after:
-                return f"worker-{index} has not been ready for {down:.0f}s"
-        return None
+        ready = {i for i, c in self.workers.items() if c.ready and c.alive}
+        return self.progress.stuck(self.settings.daemon, ready)
 
     def status_line(self) -> str:
         sessions = sum(int(c.counters.get("sessions") or 0) for c in self.workers.values())

@@ -17,11 +17,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
+from agentd.config import DaemonConfig
 from agentd.sdnotify import SdNotifier
 
-__all__ = ["Watchdog"]
+__all__ = ["Progress", "Watchdog", "stuck_after"]
 
 log = logging.getLogger(__name__)
 
@@ -66,3 +69,38 @@ class Watchdog:
             if line:
                 self.notifier.status(line)
             await asyncio.sleep(interval)
+
+
+def stuck_after(cfg: DaemonConfig, margin: float = 30.0) -> float:
+    """Longer than any stop plus start can take: past it, the supervisor is not recovering."""
+    return cfg.boot_timeout + 2 * cfg.stop_timeout + cfg.restart_backoff_max + margin
+
+
+class Progress:
+    """What "truly stuck" is measured on: the event in hand, and slots without a ready worker."""
+
+    def __init__(self, margin: float = 30.0) -> None:
+        self.margin = margin  # added to the longest stop-and-start (see stuck_after)
+        self.busy: tuple[str, float] | None = None  # the event being handled, and since when
+        self.down_since: dict[int, float] = {}  # worker slot -> first seen without a ready worker
+
+    @contextmanager
+    def handling(self, kind: str) -> Iterator[None]:
+        self.busy = (kind, time.monotonic())
+        try:
+            yield
+        finally:
+            self.busy = None
+
+    def stuck(self, cfg: DaemonConfig, ready: set[int]) -> str | None:
+        """A reason when one event or one unready slot has lasted past ``stuck_after``, else None."""
+        now, limit = time.monotonic(), stuck_after(cfg, self.margin)
+        if self.busy is not None and now - self.busy[1] > limit:
+            return f"handling {self.busy[0]!r} for {now - self.busy[1]:.0f}s"
+        for index in list(self.down_since):
+            if index in ready or index >= cfg.workers:
+                del self.down_since[index]
+        for index in range(cfg.workers):
+            if index not in ready and now - self.down_since.setdefault(index, now) > limit:
+                return f"worker-{index} has not been ready for {now - self.down_since[index]:.0f}s"
+        return None
