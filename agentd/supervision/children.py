@@ -1,6 +1,6 @@
 """Child processes of the supervisor: how they are started, heard from and described.
 
-Children are fresh interpreters (``python -m agentd.worker`` / ``python -m agentd gateway``)
+Children are fresh interpreters (``python -m agentd.worker``, ``-m agentd.supervision.gateway_child``)
 started with ``posix_spawn``, never ``fork()``: the supervisor has LanceDB (native threads and
 fork handlers) loaded, and glibc's posix_spawn runs no fork handlers in the child. Exits are
 observed through a pidfd on the event loop, so no SIGCHLD handler or waiter thread is needed.
