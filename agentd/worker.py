@@ -50,6 +50,8 @@ log = logging.getLogger("agentd.worker")
 EXIT_OK = 0
 EXIT_BOOT = 3
 EXIT_FENCED = 4
+# Seconds an orphaned worker (its supervisor died) gives its sessions to stop.
+ORPHAN_STOP_TIMEOUT = 2.0
 
 
 def set_parent_death_signal() -> None:
@@ -108,10 +110,12 @@ async def _serve(settings: Settings, args: argparse.Namespace) -> int:
     from agentd.runtime.host import SessionHost
     from agentd.store import Store, StoreError
     from agentd.store.owners import current_epoch
+    from agentd.supervision.dblock import hold_workers_lock
 
     # Signals first: Ctrl-C in a terminal reaches every child, including one still booting or
     # waiting as the spare, and each must stop cleanly rather than die with a traceback.
     stop = asyncio.Event()
+    parent = os.getppid()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
@@ -126,6 +130,9 @@ async def _serve(settings: Settings, args: argparse.Namespace) -> int:
             return EXIT_OK
         settings = assigned
     name = f"worker-{args.index}"
+    if settings.storage.is_local and args.epoch:
+        # Held until exit: a new supervisor waits for it before starting workers of its own.
+        hold_workers_lock(settings.storage.local_path)
     try:
         store = await Store.open(settings.storage.uri, settings.storage.num_shards)
         llm = make_llm(settings.llm)
@@ -206,8 +213,13 @@ async def _serve(settings: Settings, args: argparse.Namespace) -> int:
         elif error is not None:
             log.error("%s failed: %r", task.get_name(), error)
             code = 1
+    timeout = settings.daemon.stop_timeout * 0.8
+    if channel is not None and os.getppid() != parent:
+        # Orphaned (the supervisor died): a new one waits for us before starting its workers,
+        # so finish the ticks in flight briefly; what is not durable is simply redone.
+        timeout = min(timeout, ORPHAN_STOP_TIMEOUT)
     log.info("%s stopping (%d sessions)", name, len(host.runners))
-    await host.stop(timeout=settings.daemon.stop_timeout * 0.8)
+    await host.stop(timeout=timeout)
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)

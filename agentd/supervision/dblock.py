@@ -43,15 +43,19 @@ __all__ = [
     "LEASE_KEY",
     "LEASE_SECONDS",
     "LOCK_NAME",
+    "WORKERS_LOCK_NAME",
     "DatabaseClaim",
     "DatabaseInUse",
     "SupervisorLease",
     "SupervisorLock",
+    "hold_workers_lock",
+    "wait_for_previous_workers",
 ]
 
 log = logging.getLogger(__name__)
 
 LOCK_NAME = ".agentd-supervisor.lock"
+WORKERS_LOCK_NAME = ".agentd-workers.lock"
 LEASE_KEY = "supervisor_lease"
 LEASE_SECONDS = 30.0
 
@@ -248,8 +252,9 @@ class DatabaseClaim:
     nothing when it raises; ``release()`` is idempotent.
     """
 
-    def __init__(self, storage: StorageConfig) -> None:
+    def __init__(self, storage: StorageConfig, *, previous_workers_timeout: float = 30.0) -> None:
         self.storage = storage
+        self.previous_workers_timeout = previous_workers_timeout
         self.lock = SupervisorLock(storage.local_path) if storage.is_local else None
         self.lease: SupervisorLease | None = None  # set by open() on an object store
 
@@ -257,6 +262,8 @@ class DatabaseClaim:
         if self.lock is not None:
             self.lock.acquire()
         try:
+            if self.storage.is_local:
+                await wait_for_previous_workers(self.storage.local_path, self.previous_workers_timeout)
             store = await Store.open(self.storage.uri, self.storage.num_shards)
             if self.lock is None:
                 lease = SupervisorLease(store.meta)
@@ -273,3 +280,51 @@ class DatabaseClaim:
             self.lease = None
         if self.lock is not None:
             self.lock.release()
+
+
+# -- the workers' lock: no worker of a previous supervisor outlives it into ours ----------------
+#
+# A supervisor killed with SIGKILL leaves its workers running until they notice (pipe EOF,
+# parent-death signal) and finish stopping. A new supervisor that started its own workers
+# meanwhile would have two processes writing the same sessions, and its workers would take
+# over claims the old ones still act on. So every worker holds a *shared* flock on
+# ``<db>/.agentd-workers.lock`` for its whole life, and a supervisor, before it starts any
+# worker, waits until it can take the lock *exclusively* (every previous worker has exited),
+# then drops it at once. Local directories only: on object storage the shard leases of
+# DESIGN.md §11 are the answer (not built yet).
+
+
+def hold_workers_lock(directory: Path) -> int:
+    """Take the shared lock for this worker's life; returns the descriptor (close-on-exec, never closed).
+
+    Blocks only while a supervisor is checking for previous workers (a few milliseconds).
+    """
+    fd = os.open(directory / WORKERS_LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_SH)
+    return fd
+
+
+async def wait_for_previous_workers(directory: Path, timeout: float) -> None:
+    """Return once no worker holds the workers' lock; raise DatabaseInUse after ``timeout``."""
+    fd = os.open(directory / WORKERS_LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        deadline = time.monotonic() + timeout
+        logged = False
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(fd, fcntl.LOCK_UN)
+                return
+            except BlockingIOError:
+                pass
+            if time.monotonic() > deadline:
+                raise DatabaseInUse(
+                    f"workers of a previous supervisor still run on {directory} after {timeout:.0f}s "
+                    f"(they hold {directory / WORKERS_LOCK_NAME}); stop them first"
+                )
+            if not logged:
+                log.warning("waiting for the workers of a previous supervisor to exit")
+                logged = True
+            await asyncio.sleep(0.05)
+    finally:
+        os.close(fd)

@@ -87,6 +87,8 @@ async def reload_config(sup: Supervisor) -> None:
         gateway.killed = "reload"
         await stop_children([gateway], new.daemon.stop_timeout)
     await sup.start_gateway()
+    if any(getattr(new, s) != getattr(old, s) for s in ("maintenance", "retention", "queue")):
+        await sup.restart_maintenance()
     sup.spare_restarts.clear()  # a spare left stopped after a crash loop gets another chance
     sup.spare_disabled = None
     await sup.start_spare()

@@ -35,7 +35,7 @@ import signal
 import time
 from typing import Any
 
-from agentd.config import Settings
+from agentd.config import ConfigError, Settings
 from agentd.control import ControlServer
 from agentd.ids import shards_of_worker
 from agentd.sdnotify import SdNotifier
@@ -89,11 +89,12 @@ class Supervisor:
         self.watchdog = Watchdog(self.notifier, self._stuck, self.status_line)
         self.store: Store | None = None
         self.last_maintenance: dict[str, Any] | None = None
+        self.maintenance_task: asyncio.Task[None] | None = None
 
     # -- entry -------------------------------------------------------------------------------
 
     async def run(self) -> int:
-        claim = DatabaseClaim(self.settings.storage)
+        claim = DatabaseClaim(self.settings.storage, previous_workers_timeout=self.settings.daemon.stop_timeout + 10)
         try:
             self.store = await claim.open()  # one supervisor per database, before anything else
         except DatabaseInUse as exc:
@@ -108,10 +109,10 @@ class Supervisor:
             await claim.release()
 
     async def _run_locked(self, claim: DatabaseClaim) -> int:
-        control = ControlServer(self.settings.control_socket_path, self._control)
         try:
+            control = ControlServer(self.settings.control_socket_path, self._control)
             await control.start()
-        except (RuntimeError, OSError) as exc:
+        except (RuntimeError, OSError, ConfigError) as exc:
             log.error("cannot open the control socket: %s", exc)
             return EXIT_STARTUP
         loop = asyncio.get_running_loop()
@@ -121,7 +122,7 @@ class Supervisor:
         if claim.lease is not None:
             lost = functools.partial(self._halt, EXIT_LOCKED)
             background.append(asyncio.create_task(claim.lease.keep(on_lost=lost), name="lease"))
-        maintenance = self._start_maintenance()
+        self.maintenance_task = self._start_maintenance()
         try:
             await self.start_workers()
             await self.start_gateway()
@@ -138,9 +139,7 @@ class Supervisor:
                 self._check()
             await self._shutdown()
         finally:
-            self._maintenance_stop.set()
-            if maintenance is not None:
-                await asyncio.gather(maintenance, return_exceptions=True)
+            await self.stop_maintenance()
             for task in background:
                 task.cancel()
             await asyncio.gather(*background, return_exceptions=True)
@@ -371,6 +370,7 @@ class Supervisor:
         cfg = self.settings.maintenance
         if not cfg.enabled or self.store is None:
             return None
+        self._maintenance_stop = asyncio.Event()
         return asyncio.create_task(
             maintenance_loop(
                 self.store,
@@ -379,9 +379,22 @@ class Supervisor:
                 action_retention=self.settings.queue.retention,
                 stop=self._maintenance_stop,
                 on_report=self._maintenance_done,
+                retention=self.settings.retention,
             ),
             name="maintenance",
         )
+
+    async def stop_maintenance(self) -> None:
+        """Stop the maintenance loop after its pass in flight (it re-reads nothing by itself)."""
+        self._maintenance_stop.set()
+        if self.maintenance_task is not None:
+            await asyncio.gather(self.maintenance_task, return_exceptions=True)
+            self.maintenance_task = None
+
+    async def restart_maintenance(self) -> None:
+        """After a reload: run maintenance on the new [maintenance], [retention] and [queue] values."""
+        await self.stop_maintenance()
+        self.maintenance_task = self._start_maintenance()
 
     def _maintenance_done(self, report: MaintenanceReport) -> None:
         self.last_maintenance = {"at": utcnow().isoformat(), **report.as_dict()}

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import stat
 import time
 from pathlib import Path
@@ -102,3 +103,48 @@ def test_object_store_lease_in_the_meta_table(tmp_path: Path) -> None:
         assert rows == 1
 
     asyncio.run(go())
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie is gone for our purposes
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().split()[2] != "Z"
+    except OSError:
+        return False
+
+
+def test_a_new_supervisor_starts_no_worker_while_the_old_ones_still_run(tmp_path: Path) -> None:
+    """SIGKILL the supervisor, start a new one at once: its workers come up only after the orphans exit."""
+    config = write_config(tmp_path, warm_spare="false")
+    first = Daemon(config, tmp_path / "first.log")
+    orphans: list[int] = []
+    try:
+        first.wait_ready()
+        orphans = [w["pid"] for w in first.workers().values()]
+        for pid in orphans:
+            os.kill(pid, signal.SIGSTOP)  # they cannot notice their supervisor's death for a while
+        os.kill(first.proc.pid, signal.SIGKILL)
+        first.proc.wait(timeout=10)
+        with running(config, tmp_path / "second.log", wait=False) as second:
+            time.sleep(2.0)
+            assert all(_alive(pid) for pid in orphans)
+            status = second.status()
+            assert status is None or not [c for c in status["children"] if c["role"] == "worker"], (
+                "no worker may start while the previous workers still run"
+            )
+            assert "waiting for the workers of a previous supervisor" in second.tail()
+            for pid in orphans:
+                os.kill(pid, signal.SIGCONT)  # now they see EOF and stop (quickly: orphaned)
+            started = time.monotonic()
+            second.wait_ready(timeout=60)
+            assert not any(_alive(pid) for pid in orphans), "the new workers started after the old ones exited"
+            assert time.monotonic() - started < 20
+    finally:
+        for pid in orphans:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        first.kill_all()
