@@ -186,7 +186,8 @@ def run_command(obj: Context) -> None:
     SIGINT forces), SIGHUP reloads the config. Speaks sd_notify under systemd.
 
     \b
-    Exit codes: 0 stopped cleanly; 1 a worker crash loop; 2 bad config, database or socket.
+    Exit codes: 0 stopped cleanly; 1 a worker crash loop; 2 bad config, database or socket;
+    75 another supervisor holds the database (or its object-store lease was lost).
     \b
     Example:
       agentd --db ./agentd-data run

@@ -108,7 +108,7 @@ class MaintenanceConfig(_Section):
     enabled: bool = True
     interval: float = Field(20.0, gt=0, description="seconds between maintenance passes")
     cleanup_older_than: float = Field(
-        1800.0, ge=600, description="keep table versions this long (readers may still use them)"
+        600.0, ge=600, description="keep table versions this long (readers may still use them)"
     )
 
 

@@ -8,7 +8,7 @@ import signal
 import time
 from pathlib import Path
 
-from helpers import reaped, run, spawn_module
+from helpers import reaped, run, spawn_module, wait_for
 
 from agentd.queue import ActionQueue
 from agentd.store import Store
@@ -117,6 +117,9 @@ def test_sigkill_mid_run_loses_nothing_acknowledged(db_uri: str, tmp_path: Path)
             await asyncio.sleep(1.5)
 
         run(after_restart())
+        # The late actions may all have been acknowledged before the kill: make sure the new
+        # worker finished booting (its signal handlers are set) before asking it to stop.
+        wait_for(lambda: log.read_text().count(" sessions of ") >= 2, 60, "the restarted worker to boot")
         os.kill(procs[1].pid, signal.SIGTERM)
         assert procs[1].wait(timeout=30) == 0, log.read_text()[-3000:]
 
