@@ -18,7 +18,7 @@ from typing import Any
 from agentd.runtime.session import ActionRejected, CommandResult
 from agentd.store.actions import ActionRecord
 from agentd.store.sessions import SessionRecord, get_session
-from agentd.store.steps import StepRecord, latest_step
+from agentd.store.steps import StepRecord, latest_seq
 from agentd.store.writer import BatchingWriter
 from agentd.timeutil import utcnow
 
@@ -61,8 +61,7 @@ async def write_final_step(
     The seq continues after the newest of the session row and its latest step (the row may
     lag the steps after a crash), so seqs stay contiguous.
     """
-    latest = await latest_step(store.steps, record.session_id)
-    seq = max(record.last_seq, latest.seq if latest is not None else 0) + 1
+    seq = max(record.last_seq, await latest_seq(store.steps, record.session_id)) + 1
     now = utcnow()
     last_result = f"{QUARANTINE_PREFIX}{error}" if error and status == "error" else record.last_result
     state = {

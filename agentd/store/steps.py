@@ -21,6 +21,7 @@ __all__ = [
     "STEPS",
     "StepRecord",
     "StepStatus",
+    "latest_seq",
     "latest_step",
     "latest_steps_since",
     "read_steps",
@@ -92,6 +93,15 @@ async def read_steps(table: Any, session_id: str, *, since: int = 0, limit: int 
     rows = await query.to_arrow()
     records = sorted(StepRecord.from_arrow(rows), key=lambda r: r.seq)
     return records[:limit] if limit is not None else records
+
+
+async def latest_seq(table: Any, session_id: str) -> int:
+    """The highest seq of a session's steps (0 before its first), read from the ``seq`` column only.
+
+    Unlike ``latest_step`` this works when a step row cannot be parsed (quarantine uses it).
+    """
+    rows = await table.query().where(f"session_id = {sql_str(session_id)}").select(["seq"]).to_arrow()
+    return max(rows.column("seq").to_pylist()) if rows.num_rows else 0
 
 
 async def latest_step(table: Any, session_id: str) -> StepRecord | None:

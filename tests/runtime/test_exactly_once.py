@@ -362,3 +362,28 @@ def test_a_paused_persona_woken_by_messages_does_not_starve_the_loop(db_uri: str
             assert replies, "answered once resumed"
 
     run(scenario())
+
+
+def test_an_unreadable_latest_step_quarantines_its_session_not_the_boot(db_uri: str) -> None:
+    """Finding 10: one invalid stored step used to crash-loop worker boot and halt the daemon."""
+
+    async def scenario() -> None:
+        settings = fast_settings(db_uri)
+        async with hosted(settings) as h:
+            await h.create("ok1")
+            await h.create("hurt")
+            await h.wait_steps("hurt", 2)
+        store = await Store.open(db_uri, 4)
+        [last] = (await read_steps(store.steps, "hurt"))[-1:]
+        bad = StepRecord.to_arrow([last.model_copy(update={"seq": last.seq + 1, "ts": utcnow()})])
+        bad = bad.set_column(bad.schema.get_field_index("state"), "state", [["{not json"]])
+        await store.steps.add(bad)
+        async with hosted(settings) as h:
+            await h.wait_steps("ok1", len(await h.steps("ok1", "tick")) + 2)
+            session = await h.session("hurt")
+            assert session.status == "error" and "unreadable" in (session.last_result or ""), session
+            seqs = (await store.steps.query().where("session_id = 'hurt'").select(["seq"]).to_arrow()).column("seq")
+            assert sorted(seqs.to_pylist()) == list(range(1, last.seq + 3)), "the quarantine step follows the bad one"
+            assert (await h.act("destroy", "hurt")).status == "done"
+
+    run(scenario())
