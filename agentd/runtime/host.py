@@ -25,7 +25,7 @@ from agentd import faults
 from agentd.agents.base import AgentServices, CreateError
 from agentd.agents.registry import UnknownAgentType, agent_type
 from agentd.config import Settings
-from agentd.ids import shard_for
+from agentd.ids import new_id, shard_for
 from agentd.llm.base import LLMClient
 from agentd.queue import Ack, ActionQueue
 from agentd.runtime.acks import AckBatcher, ClaimKeeper
@@ -83,7 +83,7 @@ class SessionHost:
             lease=settings.queue.lease,
             claim_batch=settings.queue.claim_batch,
             # Unique per process start: a claimer never re-claims its own claims (see agentd.queue).
-            claimer=f"{name}@{epoch}" if epoch else f"{name}@{os.getpid()}",
+            claimer=f"{name}@{epoch}" if epoch else f"{name}@{os.getpid()}.{new_id('h')}",
         )
         self.acks = AckBatcher(self.queue)
         self.claims = ClaimKeeper(self.queue)
