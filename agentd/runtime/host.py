@@ -31,7 +31,7 @@ from agentd.queue import Ack, ActionQueue
 from agentd.runtime.acks import AckBatcher, ClaimKeeper
 from agentd.runtime.lateness import LatencyStats
 from agentd.runtime.resume import LIVE_STATUSES, from_step, load_live_sessions
-from agentd.runtime.session import ActionRejected, Command, CommandResult, SessionGone, SessionRunner
+from agentd.runtime.session import ActionRejected, Command, CommandResult, SessionRunner
 from agentd.runtime.unhosted import act_unhosted, replayed_result, write_final_step
 from agentd.runtime.watcher import ConversationWatcher
 from agentd.store import Store
@@ -188,7 +188,12 @@ class SessionHost:
     async def _resume_sessions(self) -> int:
         """Resume the live sessions of our shards; quarantine those that cannot be resumed."""
         count = 0
-        for record, problem in await load_live_sessions(self.store, self.shards):
+        live, ended = await load_live_sessions(self.store, self.shards)
+        if ended:  # rows lagging a final step (crash between commits): repaired before any action reads them
+            for record in ended:
+                generation = await self.writer.submit(None, record)
+            await self.writer.wait_durable(generation)
+        for record, problem in live:
             if problem is None:
                 try:
                     self._start_runner(record, creating=False)
@@ -268,7 +273,13 @@ class SessionHost:
     # -- actions -----------------------------------------------------------------------------
 
     def _dispatch(self, action: ActionRecord) -> None:
-        """Route one claimed action; ordering per session is the order of calls."""
+        """Route one claimed action; ordering per session is the order of calls.
+
+        Once the host is stopping its sessions are gone or going: the action stays held and is
+        handed back to the queue, never refused for a session that is merely moving.
+        """
+        if self._stopping:
+            return
         if action.shard not in self._shard_set or shard_for(action.session_id, self.store.num_shards) != action.shard:
             self._ack(action, _rejected(f"action for shard {action.shard} is not hosted here"))
             return
@@ -377,13 +388,11 @@ class SessionHost:
             faults.hit("after-effect", action.kind)
         except asyncio.CancelledError:
             return  # host stopping: the action stays held and is handed back to the queue
-        except SessionGone:
-            if self._stopping:
-                return  # the session was shut down with this action still queued: hand it back
-            self.actions_failed += 1
-            await self._finish(Ack(action, "failed", error=f"session {action.session_id} is stopped"))
-            return
         except ActionRejected as exc:
+            if self._stopping:
+                # The session was shut down (or not found) while the host stops: hand the action
+                # back; its next owner applies it, or rejects it for a reason of its own.
+                return
             self.actions_failed += 1
             await self._finish(Ack(action, "failed", error=str(exc)))
             return

@@ -25,24 +25,33 @@ LIVE_STATUSES = ["starting", "running", "paused", "stopping"]
 RECOVERY_MARGIN = timedelta(minutes=5)
 
 
-async def load_live_sessions(store: Any, shards: list[int]) -> list[tuple[SessionRecord, str | None]]:
-    """The live sessions of ``shards`` at their newest state, each with a problem that prevents resuming it."""
+async def load_live_sessions(
+    store: Any, shards: list[int]
+) -> tuple[list[tuple[SessionRecord, str | None]], list[SessionRecord]]:
+    """The live sessions of ``shards`` at their newest state, each with a problem that prevents resuming it.
+
+    Also the sessions whose row says live but whose latest step ended them (stopped, error):
+    their row is stale, and no runner will ever write it, so the caller writes these.
+    """
     where = f"{sql_in('shard', shards)} AND {sql_in('status', LIVE_STATUSES)}"
     records, bad = SessionRecord.from_arrow_tolerant(await store.sessions.query().where(where).to_arrow())
     for row, reason in bad:
         log.error("session row %s is unreadable, not resuming it: %s", row.get("session_id"), reason)
     if not records:
-        return []
+        return [], []
     newest = max(r.updated_at for r in records)
     steps, unreadable = await latest_steps_since(store.steps, shards, newest - RECOVERY_MARGIN)
     live: list[tuple[SessionRecord, str | None]] = []
+    ended: list[SessionRecord] = []
     for record in records:
         step = steps.get(record.session_id)
         if step is not None and step.seq > record.last_seq:
             record = from_step(record, step.seq, step.state)
         if record.status in LIVE_STATUSES:
             live.append((record, unreadable.get(record.session_id)))
-    return live
+        else:
+            ended.append(record)
+    return live, ended
 
 
 def from_step(record: SessionRecord, seq: int, state: dict[str, Any]) -> SessionRecord:

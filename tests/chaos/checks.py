@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -99,6 +100,10 @@ def by_session(steps: list[StepRecord]) -> dict[str, list[StepRecord]]:
     return grouped
 
 
+# Failures that are never a real rejection of the action itself.
+_NOT_A_REJECTION = re.compile(r"\bis (running|paused|starting|stopping)\b|^internal error")
+
+
 def _status(step: StepRecord) -> str | None:
     return (step.state or {}).get("status")
 
@@ -159,6 +164,11 @@ def check_actions(
         if action.status == "failed":
             if applied:
                 report.add("1 exactly once", f"{where} failed ({action.error}) but step {applied[0].seq} applied it")
+            if _NOT_A_REJECTION.search(action.error or ""):
+                # A live session, or a bug: a stop or a rebalance must hand actions back, not fail them.
+                report.add(
+                    "1 exactly once", f"{where} failed for good although nothing was wrong with it: {action.error}"
+                )
             continue
         if action.status != "done":
             report.add(

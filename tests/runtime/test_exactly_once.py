@@ -387,3 +387,23 @@ def test_an_unreadable_latest_step_quarantines_its_session_not_the_boot(db_uri: 
             assert (await h.act("destroy", "hurt")).status == "done"
 
     run(scenario())
+
+
+def test_a_row_that_lags_a_final_step_is_repaired_at_resume(db_uri: str) -> None:
+    """A session destroyed just before a crash: its row still says running, its last step says stopped."""
+
+    async def scenario() -> None:
+        settings = fast_settings(db_uri)
+        async with hosted(settings) as h:
+            await h.create("j1")
+            await h.wait_steps("j1", 1)
+            running = await h.session("j1")
+            assert (await h.act("destroy", "j1")).status == "done"
+        store = await Store.open(db_uri, 4)
+        await upsert_sessions(store.sessions, [running])  # the sessions commit of that flush never landed
+        async with hosted(settings) as h:
+            refused = await h.act("interrupt", "j1", {"guidance": "about rain"})
+            assert refused.status == "failed" and refused.error == "session j1 is stopped", refused.error
+            assert (await h.session("j1")).status == "stopped"
+
+    run(scenario())
