@@ -407,19 +407,20 @@ class SessionRunner:
     async def _apply_kind(self, command: Command) -> CommandResult | None:
         kind = command.kind
         action_id = command.action_id
-        if kind == "pause":
-            if self.status == "running":
-                self.status = "paused"
-                generation = await self._persist("lifecycle", text="paused", action_id=action_id)
-                return self._result(), generation
-            return self._result(), self.writer.current_generation
-        if kind == "resume":
-            if self.status == "paused":
-                self.status = "running"
-                self._due = asyncio.get_running_loop().time()
-                generation = await self._persist("lifecycle", text="resumed", action_id=action_id)
-                return self._result(), generation
-            return self._result(), self.writer.current_generation
+        if kind in ("pause", "resume"):
+            before, after = ("running", "paused") if kind == "pause" else ("paused", "running")
+            if self.status == before:
+                self.status = after
+                if after == "running":
+                    self._due = asyncio.get_running_loop().time()
+                text = "paused" if after == "paused" else "resumed"
+            else:
+                # Nothing changes, but the step still records the action: a replay after a crash
+                # must find it applied, or an old pause replayed after a newer resume would
+                # pause the session again (found by the chaos suite).
+                text = f"{kind}: already {self.status}"
+            generation = await self._persist("lifecycle", text=text, action_id=action_id)
+            return self._result(), generation  # after the step: the receipt names its seq
         if kind == "interrupt":
             return await self._interrupt(command.payload, action_id)
         if kind in ("destroy", "shutdown"):

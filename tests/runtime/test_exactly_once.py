@@ -407,3 +407,49 @@ def test_a_row_that_lags_a_final_step_is_repaired_at_resume(db_uri: str) -> None
             assert (await h.session("j1")).status == "stopped"
 
     run(scenario())
+
+
+def test_a_noop_pause_replayed_after_a_newer_resume_does_not_pause_again(db_uri: str, tmp_path: Path) -> None:
+    """Long chaos finding: a pause of a paused session left no step, so after a crash its replay
+    came after the newer resume that the same worker had applied, and paused the session."""
+    log = tmp_path / "worker.log"
+
+    async def setup() -> tuple[str, str]:
+        store = await Store.open(db_uri, 4)
+        queue = ActionQueue(store.actions, 4)
+        create = await queue.enqueue("create", "j1", {"agent_type": "joke", "config": {}})
+        assert (await _wait(queue, create.action_id, 30)).status == "done"
+        first = await queue.enqueue("pause", "j1")
+        assert (await _wait(queue, first.action_id, 30)).status == "done"
+        return "", ""
+
+    async def enqueue_pair() -> tuple[str, str]:
+        queue = ActionQueue((await Store.open(db_uri, 4)).actions, 4)
+        again = await queue.enqueue("pause", "j1")  # a no-op: j1 is paused
+        resume = await queue.enqueue("resume", "j1")
+        return again.action_id, resume.action_id
+
+    async def verify(again: str, resume: str) -> None:
+        store = await Store.open(db_uri, 4)
+        queue = ActionQueue(store.actions, 4)
+        assert (await _wait(queue, again, 20)).status == "done"
+        assert (await _wait(queue, resume, 20)).status == "done"
+        await asyncio.sleep(0.5)
+        session = await get_session(store.sessions, "j1")
+        assert session is not None and session.status == "running", "the older pause must not win"
+        steps = await read_steps(store.steps, "j1")
+        [noop] = _guidance_steps(steps, again)
+        [resumed] = _guidance_steps(steps, resume)
+        assert noop.seq < resumed.seq and noop.text == "pause: already paused"
+        assert_contiguous(steps)
+
+    with reaped() as procs:
+        procs.append(_worker(db_uri, log))
+        run(setup())
+        procs[0].send_signal(signal.SIGTERM)
+        assert procs[0].wait(timeout=30) == 0
+        again, resume = run(enqueue_pair())  # claimed together by the next worker
+        procs.append(_worker(db_uri, log, AGENTD_FAULTS="after-effect:resume"))
+        assert procs[1].wait(timeout=30) == -signal.SIGKILL, log.read_text()[-2000:]
+        procs.append(_worker(db_uri, log))
+        run(verify(again, resume))
