@@ -177,6 +177,16 @@ class Agent:
     async def on_stop(self, context: dict[str, Any]) -> None:
         """The session stops in this process (destroyed, stopped itself, or host shutdown)."""
 
+    async def reconcile(self, context: dict[str, Any]) -> StepOutcome | None:
+        """An effect of an earlier tick that landed but was never recorded by a step, as an outcome.
+
+        A tick that posted somewhere outside the session (a persona's reply) and was then killed
+        or timed out leaves that effect unrecorded; the next tick finds it. The runtime also
+        asks here before a pause or a destroy, after which no tick may come for a long time.
+        Return None when there is nothing to record (the default).
+        """
+        return None
+
 
 AgentFactory = Callable[[AgentConfig, AgentServices], Agent]
 AsyncHook = Callable[[], Awaitable[None]]

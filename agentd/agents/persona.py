@@ -251,7 +251,7 @@ class PersonaAgent(Agent):
         for version, message in window.new:
             if message.message_id == reply_id:
                 delta.update(_marker(version, message))  # what came after it stays unread
-                return self._spoke(message, tick, delta, replayed=True)
+                return self._spoke(message, context, delta, replayed=True)
         recent: list[MessageRecord] | None = None
         if not forced:
             reason, silent_delta, recent = await self._silence(window, tick, context)
@@ -283,12 +283,28 @@ class PersonaAgent(Agent):
             stored = await get_message(self.services.store.messages, reply_id)
             message, replayed = (stored, True) if stored is not None else (message, False)
         await _fault_after_reply_post()
-        return self._spoke(message, tick, delta, replayed=replayed)
+        return self._spoke(message, context, delta, replayed=replayed)
 
-    def _spoke(self, message: MessageRecord, tick: Tick, delta: dict[str, Any], *, replayed: bool) -> StepOutcome:
-        index = int(tick.context.get("replies") or 0) + 1
+    async def reconcile(self, context: dict[str, Any]) -> StepOutcome | None:
+        """Reply k posted by a tick that never recorded it (killed, timed out): record it now.
+
+        Called before a pause or a destroy: one lookup by message id, the common answer None.
+        """
+        reply_id = reply_message_id(self.services.session_id, int(context.get("replies") or 0) + 1)
+        if await get_message(self.services.store.messages, reply_id) is None:
+            return None
+        window = await self._read_window(context)
+        for version, message in window.new:
+            if message.message_id == reply_id:
+                return self._spoke(message, context, _marker(version, message), replayed=True)
+        return None
+
+    def _spoke(
+        self, message: MessageRecord, context: dict[str, Any], delta: dict[str, Any], *, replayed: bool
+    ) -> StepOutcome:
+        index = int(context.get("replies") or 0) + 1
         delta.update(last_spoke_at=message.created_at.isoformat(), replies=index)
-        if tick.context.get("cooldown_until") is not None:
+        if context.get("cooldown_until") is not None:
             delta["cooldown_until"] = None
         data = {
             "message_id": message.message_id,

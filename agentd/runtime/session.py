@@ -407,6 +407,8 @@ class SessionRunner:
     async def _apply_kind(self, command: Command) -> CommandResult | None:
         kind = command.kind
         action_id = command.action_id
+        if kind in ("pause", "destroy"):
+            await self._reconcile()  # no tick may come for a long time: record what is pending now
         if kind in ("pause", "resume"):
             before, after = ("running", "paused") if kind == "pause" else ("paused", "running")
             if self.status == before:
@@ -516,20 +518,7 @@ class SessionRunner:
             return False
         if outcome.status == "error":
             self.consecutive_errors += 1
-        latency_ms = (loop.time() - started) * 1000
-        self.iteration += 1
-        self.context.update(outcome.context_delta)
-        if outcome.text is not None:
-            self.last_result = outcome.text
-        await self._persist(
-            "tick",
-            text=outcome.text,
-            status=outcome.status,
-            data=outcome.data,
-            notes=outcome.notes,
-            error=outcome.error,
-            latency_ms=round(latency_ms, 3),
-        )
+        await self._record_outcome(outcome, latency_ms=round((loop.time() - started) * 1000, 3))
         self._due = self._next_due(woken, started)
         limit = self.agent.max_consecutive_errors
         if limit is not None and self.consecutive_errors >= limit:
@@ -541,6 +530,32 @@ class SessionRunner:
             await self._stop("stopped", text="stopped by the agent")
             return True
         return False
+
+    async def _record_outcome(self, outcome: StepOutcome, *, latency_ms: float | None) -> int:
+        """Persist a tick's outcome as a step: the context delta, the text, the data."""
+        self.iteration += 1
+        self.context.update(outcome.context_delta)
+        if outcome.text is not None:
+            self.last_result = outcome.text
+        return await self._persist(
+            "tick",
+            text=outcome.text,
+            status=outcome.status,
+            data=outcome.data,
+            notes=outcome.notes,
+            error=outcome.error,
+            latency_ms=latency_ms,
+        )
+
+    async def _reconcile(self) -> None:
+        """Record what an earlier tick did but never recorded, before the session stops ticking."""
+        try:
+            outcome = await self.agent.reconcile(dict(self.context))
+        except Exception:
+            log.exception("reconcile of session %s failed", self.session_id)
+            return
+        if outcome is not None and _malformed(outcome) is None:
+            await self._record_outcome(outcome, latency_ms=None)
 
     def _next_due(self, woken: bool, started: float) -> float:
         """Next due one heartbeat after this one was due; after a long stall, do not burst."""

@@ -180,3 +180,49 @@ def test_tick_timeout_after_the_post_committed_records_the_reply_once(
             assert (await h.session(SID)).context["replies"] == 1
 
     run(scenario())
+
+
+def test_a_reply_posted_by_a_killed_tick_is_recorded_before_a_pause(db_uri: str, tmp_path: Path) -> None:
+    """Chaos finding: the reply of a killed tick stayed unrecorded when a pause came first after
+    the restart (a paused session runs no tick, and the tick is where replies were reconciled)."""
+    log = tmp_path / "worker.log"
+
+    async def post_and_die() -> None:
+        store, queue = await _open(db_uri)
+        await insert_conversation(store.conversations, ConversationRecord(conversation_id="c1", created_at=utcnow()))
+        config = {"conversation_id": "c1", "name": "Ann", "cooldown": 0}
+        await _act(queue, "create", {"agent_type": "persona", "config": config})
+        await insert_messages(
+            store.messages,
+            [
+                MessageRecord(
+                    message_id="u1", conversation_id="c1", author_id="u", role="user", text="Hi?", created_at=utcnow()
+                )
+            ],
+        )
+
+    async def queue_a_pause() -> str:
+        store, queue = await _open(db_uri)
+        posted = await _agent_messages(store)
+        assert [m.message_id for m in posted] == [reply_message_id(SID, 1)]
+        assert not _reply_steps(await read_steps(store.steps, SID))
+        return (await queue.enqueue("pause", SID, {})).action_id  # waiting when the worker restarts
+
+    async def verify(pause: str) -> None:
+        store, queue = await _open(db_uri)
+        done = await queue.wait(pause, timeout=60)
+        assert done is not None and done.status == "done"
+        posted = await _agent_messages(store)
+        steps = await read_steps(store.steps, SID)
+        _assert_one_step_per_reply(steps, posted)
+        (reply,) = _reply_steps(steps)
+        assert reply.seq < steps[-1].seq and steps[-1].text == "paused", "recorded before the pause"
+        assert_contiguous(steps)
+
+    with reaped() as procs:
+        procs.append(_worker(db_uri, log, faults="after-reply-post"))
+        run(post_and_die())
+        assert procs[0].wait(timeout=60) == -signal.SIGKILL, log.read_text()[-3000:]
+        pause = run(queue_a_pause())
+        procs.append(_worker(db_uri, log))
+        run(verify(pause))
