@@ -14,7 +14,7 @@ from pydantic import Field
 
 from agentd.store.records import Record
 from agentd.store.spec import IndexSpec, TableSpec, ts_field
-from agentd.store.sql import sql_ts
+from agentd.store.sql import delete_where, sql_ts
 
 __all__ = ["ACTIONS", "ActionKind", "ActionRecord", "ActionStatus", "purge_finished_actions"]
 
@@ -91,8 +91,4 @@ async def purge_finished_actions(table: Any, older_than: float) -> int:
     Counts first: a delete commits a new version even when nothing matches.
     """
     cutoff = datetime.now().astimezone() - timedelta(seconds=older_than)
-    where = f"status IN ('done', 'failed') AND done_at < {sql_ts(cutoff)}"
-    matching = int(await table.count_rows(where))
-    if matching:
-        await table.delete(where)
-    return matching
+    return await delete_where(table, f"status IN ('done', 'failed') AND done_at < {sql_ts(cutoff)}")

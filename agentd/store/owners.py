@@ -16,6 +16,7 @@ import pyarrow as pa
 
 from agentd.store.records import Record
 from agentd.store.spec import TableSpec, ts_field
+from agentd.store.sql import delete_where
 
 __all__ = ["OWNERS", "OwnerRecord", "current_epoch", "list_owners", "retire_owners", "set_owner"]
 
@@ -63,5 +64,4 @@ async def list_owners(store: Any) -> list[OwnerRecord]:
 
 async def retire_owners(store: Any, workers: int) -> None:
     """Drop the rows of worker indexes that no longer exist after shrinking."""
-    if await store.owners.count_rows(f"worker_index >= {int(workers)}"):
-        await store.owners.delete(f"worker_index >= {int(workers)}")
+    await delete_where(store.owners, f"worker_index >= {int(workers)}")

@@ -33,7 +33,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from agentd.store.db import Store
-from agentd.store.sql import sql_in, sql_str, sql_ts
+from agentd.store.sql import delete_where, sql_in, sql_str, sql_ts
 
 __all__ = [
     "FINISHED_STATUSES",
@@ -99,14 +99,6 @@ def _cutoff(now: datetime, seconds: float) -> datetime:
     return now - timedelta(seconds=seconds)
 
 
-async def _count_then_delete(table: Any, where: str) -> int:
-    """Delete rows matching ``where``; no commit (no new version) when none match."""
-    matching = int(await table.count_rows(where))
-    if matching:
-        await table.delete(where)
-    return matching
-
-
 async def purge_sessions(
     store: Store, session_ids: Sequence[str], *, statuses: Iterable[str] = FINISHED_STATUSES
 ) -> PurgeResult:
@@ -120,8 +112,8 @@ async def purge_sessions(
     ids = sorted(set(session_ids))
     if not ids:
         return result
-    result.steps = await _count_then_delete(store.steps, sql_in("session_id", ids))
-    result.sessions = await _count_then_delete(
+    result.steps = await delete_where(store.steps, sql_in("session_id", ids))
+    result.sessions = await delete_where(
         store.sessions, f"{sql_in('session_id', ids)} AND {sql_in('status', list(statuses))}"
     )
     return result
@@ -205,13 +197,13 @@ async def apply_retention(store: Store, cfg: RetentionLimits, *, now: datetime |
         if trim is not None:
             clauses.append(trim)
         if clauses:
-            report.steps_deleted = await _count_then_delete(store.steps, " OR ".join(f"({c})" for c in clauses))
+            report.steps_deleted = await delete_where(store.steps, " OR ".join(f"({c})" for c in clauses))
         if purged:
             where = f"{sql_in('session_id', purged)} AND status = 'stopped'"
-            report.sessions_purged = await _count_then_delete(store.sessions, where)
+            report.sessions_purged = await delete_where(store.sessions, where)
         if cfg.message_max_age > 0:
             where = f"created_at < {sql_ts(_cutoff(now, cfg.message_max_age))}"
-            report.messages_deleted = await _count_then_delete(store.messages, where)
+            report.messages_deleted = await delete_where(store.messages, where)
     except Exception as exc:
         # A conflicting writer or a storage hiccup: what was deleted stays deleted, the rest
         # is found again by the next pass (every rule is recomputed from the data).

@@ -106,10 +106,9 @@ async def latest_seq(table: Any, session_id: str) -> int:
 
 async def latest_step(table: Any, session_id: str) -> StepRecord | None:
     """The step with the highest seq of a session (None before its first step)."""
-    rows = await table.query().where(f"session_id = {sql_str(session_id)}").select(["seq"]).to_arrow()
-    if rows.num_rows == 0:
+    top = await latest_seq(table, session_id)
+    if top == 0:
         return None
-    top = max(rows.column("seq").to_pylist())
     found = await table.query().where(f"session_id = {sql_str(session_id)} AND seq = {top}").to_arrow()
     return StepRecord.from_arrow(found)[0]
 
