@@ -1,42 +1,69 @@
-"""Named fault points, for tests that prove a guarantee by killing a process at a chosen place.
+"""Named fault points, for tests that prove a guarantee by breaking a process at a chosen place.
 
-``AGENTD_FAULTS`` lists points as ``name[:arg]`` separated by commas, e.g.
-``AGENTD_FAULTS=after-effect:interrupt`` kills the worker with SIGKILL right after an
-interrupt's effect is durable and before its acknowledgement is committed. With the variable
-unset (production), ``hit()`` is one dict lookup on an empty dict.
+``AGENTD_FAULTS`` lists points as ``name[:arg][=action]`` separated by commas. The action is
+``kill`` (the default: SIGKILL this process) or ``stall`` (an awaiting point waits until it is
+cancelled, e.g. by the tick timeout). For example ``AGENTD_FAULTS=after-effect:interrupt``
+kills the worker right after an interrupt's effect is durable and before its acknowledgement is
+committed. In-process tests arm points with ``arm()``. With nothing armed (production),
+``hit()`` is one dict lookup on an empty dict.
 
 Points:
 - ``after-effect[:KIND]``: an action's state change is durable, its ack not yet committed.
-- ``after-reply-post``: a persona's reply message is committed, the step recording it not yet.
+- ``after-reply-post``: a persona's reply message is committed, the step recording it not yet
+  (an awaiting point: ``stall`` works there).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import signal
 
-__all__ = ["hit"]
+__all__ = ["arm", "hit", "hit_async"]
 
 log = logging.getLogger(__name__)
 
 
-def _parse(spec: str) -> dict[str, str]:
-    points: dict[str, str] = {}
+def _parse(spec: str) -> dict[str, tuple[str, str]]:
+    """``{name: (arg, action)}``; an empty arg matches any."""
+    points: dict[str, tuple[str, str]] = {}
     for item in spec.split(","):
-        name, _, arg = item.strip().partition(":")
+        point, _, action = item.strip().partition("=")
+        name, _, arg = point.partition(":")
         if name:
-            points[name] = arg
+            points[name] = (arg, action or "kill")
     return points
 
 
 _POINTS = _parse(os.environ.get("AGENTD_FAULTS", ""))
 
 
-def hit(point: str, arg: str = "") -> None:
-    """SIGKILL this process if ``point`` (optionally restricted to ``arg``) is armed."""
+def arm(spec: str) -> str:
+    """Replace the armed points with ``spec`` (same form as ``AGENTD_FAULTS``); returns the previous spec."""
+    global _POINTS
+    previous = ",".join(f"{n}{':' + a if a else ''}={act}" for n, (a, act) in _POINTS.items())
+    _POINTS = _parse(spec)
+    return previous
+
+
+def _armed(point: str, arg: str) -> str | None:
     armed = _POINTS.get(point)
-    if armed is None or (armed and armed != arg):
-        return
-    log.warning("fault point %s:%s armed: killing this process", point, arg)
-    os.kill(os.getpid(), signal.SIGKILL)
+    if armed is None or (armed[0] and armed[0] != arg):
+        return None
+    return armed[1]
+
+
+def hit(point: str, arg: str = "") -> None:
+    """SIGKILL this process if ``point`` (optionally restricted to ``arg``) is armed to kill."""
+    if _armed(point, arg) == "kill":
+        log.warning("fault point %s:%s armed: killing this process", point, arg)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+async def hit_async(point: str, arg: str = "") -> None:
+    """``hit``, or wait until cancelled if ``point`` is armed to stall."""
+    hit(point, arg)
+    if _armed(point, arg) == "stall":
+        log.warning("fault point %s:%s armed: stalling until cancelled", point, arg)
+        await asyncio.Event().wait()

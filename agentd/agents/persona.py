@@ -42,14 +42,12 @@ answers it or records why not (rule 1), never skips it unseen.
 
 Fault injection, for tests only, right after a reply's insert commits and before its step is
 durable: the fault point ``after-reply-post`` (``AGENTD_FAULTS``, agentd.faults) kills the
-process with SIGKILL; ``AGENTD_FAULT_AFTER_REPLY_POST=stall`` blocks there until the tick
-timeout fires.
+process with SIGKILL, or with ``after-reply-post=stall`` blocks there until the tick timeout
+fires.
 """
 
 from __future__ import annotations
 
-import asyncio
-import os
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -82,22 +80,14 @@ from agentd.store.conversations import (
 )
 from agentd.timeutil import utcnow
 
-__all__ = ["FAULT_AFTER_REPLY_POST", "PersonaAgent", "PersonaConfig", "PersonaGuidance", "reply_message_id"]
+__all__ = ["PersonaAgent", "PersonaConfig", "PersonaGuidance", "reply_message_id"]
 
 TRANSCRIPT_LINES = 20
-FAULT_AFTER_REPLY_POST = "AGENTD_FAULT_AFTER_REPLY_POST"
 
 
 def reply_message_id(session_id: str, index: int) -> str:
     """The message id of a session's reply number ``index`` (1-based): the durable intent."""
     return deterministic_id("m", session_id, "reply", str(index))
-
-
-async def _fault_after_reply_post() -> None:
-    """The test hooks of the module doc: a dict and an environment lookup per reply, nothing else."""
-    faults.hit("after-reply-post")
-    if os.environ.get(FAULT_AFTER_REPLY_POST) == "stall":
-        await asyncio.sleep(3600)  # cancelled by the runtime's tick timeout
 
 
 @dataclass(slots=True)
@@ -282,7 +272,7 @@ class PersonaAgent(Agent):
             # Reply k landed meanwhile (the late commit of a tick that timed out): record that one.
             stored = await get_message(self.services.store.messages, reply_id)
             message, replayed = (stored, True) if stored is not None else (message, False)
-        await _fault_after_reply_post()
+        await faults.hit_async("after-reply-post")
         return self._spoke(message, context, delta, replayed=replayed)
 
     async def reconcile(self, context: dict[str, Any]) -> StepOutcome | None:

@@ -16,10 +16,10 @@ import subprocess
 import time
 from pathlib import Path
 
-import pytest
 from helpers import reaped, run, spawn_module
 
-from agentd.agents.persona import FAULT_AFTER_REPLY_POST, reply_message_id
+from agentd import faults
+from agentd.agents.persona import reply_message_id
 from agentd.queue import ActionQueue
 from agentd.store import Store
 from agentd.store.conversations import (
@@ -139,12 +139,10 @@ def test_killed_after_posting_a_speak_now_reply_records_it_once(db_uri: str, tmp
     run(verify())
 
 
-def test_tick_timeout_after_the_post_committed_records_the_reply_once(
-    db_uri: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_tick_timeout_after_the_post_committed_records_the_reply_once(db_uri: str) -> None:
     # The tick posts, then stalls until its timeout: the runtime records an error step and the
     # context stays as it was, so only the reconciliation of a later tick can record the reply.
-    monkeypatch.setenv(FAULT_AFTER_REPLY_POST, "stall")
+    previous = faults.arm("after-reply-post=stall")
 
     async def scenario() -> None:
         async with hosted(fast_settings(db_uri, runtime={"tick_timeout": 1.0})) as h:
@@ -179,7 +177,10 @@ def test_tick_timeout_after_the_post_committed_records_the_reply_once(
             _assert_one_step_per_reply(steps, messages)
             assert (await h.session(SID)).context["replies"] == 1
 
-    run(scenario())
+    try:
+        run(scenario())
+    finally:
+        faults.arm(previous)
 
 
 def test_a_reply_posted_by_a_killed_tick_is_recorded_before_a_pause(db_uri: str, tmp_path: Path) -> None:
