@@ -33,6 +33,7 @@ __all__ = [
     "LLMConfig",
     "LoggingConfig",
     "MaintenanceConfig",
+    "MetricsConfig",
     "QueueConfig",
     "RetentionConfig",
     "RuntimeConfig",
@@ -139,6 +140,19 @@ class GatewayConfig(_Section):
     max_frame_bytes: int = Field(65_536, ge=256)
     max_connections: int = Field(10_000, ge=1)
     require_token: bool = Field(False, description="require the token on loopback binds too (the unit sets it)")
+    allowed_origins: list[str] = Field(
+        default_factory=list,
+        description="extra Origins (scheme://host:port) allowed to open a WebSocket besides the console's own",
+    )
+    control: bool = Field(True, description="allow actions (pause, guide, post...) from the console; false = read-only")
+
+
+class MetricsConfig(_Section):
+    """The supervisor's Prometheus ``/metrics`` endpoint (the gateway serves its own on its port)."""
+
+    enabled: bool = True
+    host: str = Field("127.0.0.1", description="loopback by default: metrics name sessions and agents")
+    port: int = Field(9464, ge=0, le=65535)
 
 
 class LLMConfig(_Section):
@@ -196,6 +210,7 @@ class Settings(BaseSettings):
     retention: RetentionConfig = RetentionConfig()
     runtime: RuntimeConfig = RuntimeConfig()
     gateway: GatewayConfig = GatewayConfig()
+    metrics: MetricsConfig = MetricsConfig()
     llm: LLMConfig = LLMConfig()
     logging: LoggingConfig = LoggingConfig()
 
