@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
 import sys
 from collections.abc import Mapping
 from typing import Any
@@ -21,7 +22,7 @@ import click
 
 from agentd.config import ConfigError, Settings, load_settings
 
-__all__ = ["PRIVATE_UMASK", "UMASK_ENV", "main", "mask_secrets", "restrict_umask"]
+__all__ = ["PRIVATE_UMASK", "UMASK_ENV", "main", "mask_secrets", "restrict_umask", "settings_toml"]
 
 EXIT_CONFIG = 2
 
@@ -131,12 +132,67 @@ def config_group() -> None:
     """Inspect the configuration."""
 
 
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def _toml_str(text: str) -> str:
+    """A TOML basic string. Not json.dumps: JSON escapes astral characters as surrogate pairs
+    and leaves DEL raw, both of which TOML rejects."""
+    out = []
+    for ch in text:
+        if ch in '"\\':
+            out.append("\\" + ch)
+        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
+            out.append(f"\\u{ord(ch):04x}")
+        else:
+            out.append(ch)
+    return '"' + "".join(out) + '"'
+
+
+def _toml_key(key: str) -> str:
+    return key if _BARE_KEY.fullmatch(key) else _toml_str(key)
+
+
 def _toml_value(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int | float):
         return repr(value)
-    return json.dumps(str(value))
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{_toml_key(str(k))} = {_toml_value(v)}" for k, v in value.items()) + "}"
+    return _toml_str(str(value))
+
+
+def _toml_table(name: str, values: dict[str, Any]) -> list[str]:
+    """``[name]`` with its scalars, then each nested dict as its own ``[name.key]`` table.
+
+    Why tables and not inline values: ``[llm.options]`` is what config.toml documents, and the
+    output of ``config check`` must load back unchanged (it used to print ``options = "{}"``,
+    a string the loader rejects). A None (only reachable through JSON in an environment
+    variable) has no TOML form: it is shown as a comment and so loads back as "unset".
+    """
+    lines = [f"[{name}]"]
+    nested = []
+    for key, value in values.items():
+        if isinstance(value, dict):
+            nested.append((key, value))
+        elif value is None:
+            lines.append(f"# {_toml_key(key)} = (null: no TOML form)")
+        else:
+            lines.append(f"{_toml_key(key)} = {_toml_value(value)}")
+    for key, value in nested:
+        lines += ["", *_toml_table(f"{name}.{_toml_key(key)}", value)]
+    return lines
+
+
+def settings_toml(data: dict[str, Any], header: str = "") -> str:
+    """The settings as a TOML document that ``load_settings`` reads back to the same settings."""
+    lines = [header] if header else []
+    for section, values in data.items():
+        lines += ["", *_toml_table(_toml_key(section), values)]
+    return "\n".join(lines).lstrip("\n") + "\n"
 
 
 @config_group.command("check")
@@ -164,11 +220,7 @@ def config_check(obj: Context, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps({"config_file": source, "settings": data}, indent=2))
         return
-    click.echo(f"# effective configuration; config file: {source}")
-    for section, values in data.items():
-        click.echo(f"\n[{section}]")
-        for key, value in values.items():
-            click.echo(f"{key} = {_toml_value(value)}")
+    click.echo(settings_toml(data, f"# effective configuration; config file: {source}"), nl=False)
 
 
 def main() -> None:

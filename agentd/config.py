@@ -6,13 +6,22 @@ defaults) instead of hand-written merging, and every value is validated by the s
 that document it.
 
 The keys are a contract: scripts and unit files set them. Extend, never rename.
+
+Where the database lives when nothing names it: the user's XDG data directory
+(``$XDG_DATA_HOME/agentd``, else ``~/.local/share/agentd``), resolved to an absolute path once,
+at load, so that ``agentd`` and ``agentctl`` started from any directory open the same database
+(it used to be ``./agentd-data``, relative to the working directory: a second, empty database
+appeared wherever a command was run). The systemd unit names ``/var/lib/agentd/data`` through
+``AGENTD_STORAGE__URI``. See ``default_storage_uri`` for an existing ``./agentd-data``.
 """
 
 from __future__ import annotations
 
 import contextvars
+import logging
 import os
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -40,6 +49,7 @@ __all__ = [
     "Settings",
     "StorageConfig",
     "WriterConfig",
+    "default_storage_uri",
     "find_config_file",
     "load_settings",
 ]
@@ -47,13 +57,78 @@ __all__ = [
 CONFIG_ENV = "AGENTD_CONFIG"
 ENV_PREFIX = "AGENTD_"
 ENV_DELIMITER = "__"
-DEFAULT_STORAGE_URI = "./agentd-data"
+# The old default, relative to the working directory; still used when it holds a database and
+# the new default does not (see default_storage_uri).
+LEGACY_STORAGE_DIR = "agentd-data"
+# What config.toml and the docs show; the real default is resolved per user (default_storage_uri).
+DEFAULT_STORAGE_URI = "$XDG_DATA_HOME/agentd"
+DATA_DIR_NAME = "agentd"
 SYSTEM_CONFIG = Path("/etc/agentd/config.toml")
 CONTROL_SOCKET_NAME = "agentd.sock"
 
 
 class ConfigError(Exception):
     """A config file or value is unusable; the message names the file, the key and the problem."""
+
+
+log = logging.getLogger(__name__)
+
+# Legacy directories already announced by this process: a supervisor reloads its settings and
+# agentctl may load them twice, but one notice per directory is enough.
+_legacy_noticed: set[Path] = set()
+
+
+def _xdg_data_home(environ: Mapping[str, str]) -> Path:
+    """``$XDG_DATA_HOME`` when it is an absolute path (the spec says to ignore a relative one),
+    else ``~/.local/share``. Raises ConfigError when there is no home directory to expand."""
+    value = environ.get("XDG_DATA_HOME", "")
+    if value and os.path.isabs(value):
+        return Path(value)
+    home = environ.get("HOME", "")
+    if not home:
+        try:
+            home = str(Path.home())
+        except (RuntimeError, KeyError) as exc:
+            raise ConfigError(
+                "[storage] uri: no home directory and no $XDG_DATA_HOME to put the database in; "
+                "set [storage] uri, AGENTD_STORAGE__URI or --db"
+            ) from exc
+    return Path(home) / ".local" / "share"
+
+
+def _holds_database(path: Path) -> bool:
+    """A directory agentd has created tables in (its ``meta`` table), not just any directory."""
+    return (path / "meta.lance").is_dir()
+
+
+def default_storage_uri(environ: Mapping[str, str] | None = None, cwd: Path | None = None) -> str:
+    """The database directory when no config, environment variable or ``--db`` names one.
+
+    ``$XDG_DATA_HOME/agentd`` (``~/.local/share/agentd``), absolute, the same from every working
+    directory. One exception keeps existing users' sessions where they are: when the working
+    directory has an ``agentd-data`` holding a database (the old default) and the new directory
+    holds none, that one is used, and a one-line warning (once per process) says how to move it.
+    Refusing or silently switching would make every session "disappear"; once it is moved, or the
+    new directory has a database, the new default wins. Pure apart from reading the filesystem.
+    """
+    env = os.environ if environ is None else environ
+    new = _xdg_data_home(env) / DATA_DIR_NAME
+    legacy = (cwd or Path.cwd()) / LEGACY_STORAGE_DIR
+    if _holds_database(legacy) and not _holds_database(new):
+        legacy = legacy.resolve()
+        if legacy not in _legacy_noticed:
+            _legacy_noticed.add(legacy)
+            log.warning(
+                "using the database in %s (the old default, relative to the working directory); "
+                "the default is now %s: move it there with `mv %s %s`, or keep it with --db %s",
+                legacy,
+                new,
+                legacy,
+                new,
+                legacy,
+            )
+        return str(legacy)
+    return str(new)
 
 
 class _Section(BaseModel):
@@ -78,7 +153,9 @@ class DaemonConfig(_Section):
 
 
 class StorageConfig(_Section):
-    uri: str = Field(DEFAULT_STORAGE_URI, min_length=1, description="LanceDB directory or URI")
+    # Filled in by load_settings() when unset (default_storage_uri): it depends on the user and,
+    # for an old ./agentd-data, on the working directory, so it is not a static default.
+    uri: str = Field("", description="LanceDB directory or URI; empty = the user's data directory")
     num_shards: int = Field(64, ge=1, le=65536, description="fixed when the database is created")
 
     @property
@@ -312,6 +389,10 @@ def load_settings(
 ) -> Settings:
     """Load settings: defaults < config file < ``AGENTD_*`` environment < ``--db``/overrides.
 
+    An unset or empty ``[storage] uri`` becomes ``default_storage_uri()`` here, once, as an
+    absolute path: the children the supervisor starts get the resolved value, never a default
+    of their own.
+
     Raises ConfigError with a message naming the file, the key and what is wrong.
     """
     path = find_config_file(config)
@@ -337,5 +418,7 @@ def load_settings(
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines)) from exc
     finally:
         _toml_file.reset(token)
+    if not settings.storage.uri:
+        settings.storage.uri = default_storage_uri()
     settings._source_file = path
     return settings

@@ -23,8 +23,9 @@ def test_defaults_without_any_file(tmp_path: Path) -> None:
     assert settings.source_file is None
     assert settings.daemon.workers == 2
     assert settings.storage.num_shards == 64
-    assert settings.storage.local_path == tmp_path / "agentd-data"
-    assert settings.control_socket_path == tmp_path / "agentd-data" / "agentd.sock"
+    # conftest points $XDG_DATA_HOME into tmp_path: the user's data directory, not the cwd.
+    assert settings.storage.local_path == tmp_path / "xdg-data" / "agentd"
+    assert settings.control_socket_path == tmp_path / "xdg-data" / "agentd" / "agentd.sock"
     assert settings.gateway.host == "127.0.0.1"
     assert settings.llm.provider == "offline"
 
@@ -184,3 +185,45 @@ def test_agentd_run_creates_an_owner_only_database(tmp_path: Path) -> None:
     loose = {str(p.relative_to(db)): oct(stat.S_IMODE(p.lstat().st_mode)) for p in paths if p.lstat().st_mode & 0o077}
     assert loose == {}, f"readable by group or others: {loose}"
     assert stat.S_IMODE(db.stat().st_mode) == 0o700
+
+
+def _check_toml(args: list[str]) -> str:
+    result = CliRunner().invoke(cli, [*args, "config", "check"])
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def _body(printed: str) -> str:
+    """The printed document without its first line (which names the config file it came from)."""
+    return printed.split("\n", 1)[1]
+
+
+def test_config_check_output_loads_back_unchanged(tmp_path: Path) -> None:
+    """`config check` printed `options = "{}"` under [llm], which the loader itself rejects; its
+    output must be a config file that loads to the same settings (defaults, and every section set)."""
+    import tomllib
+
+    full = tmp_path / "full.toml"
+    full.write_text(
+        "[daemon]\nworkers = 3\nwarm_spare = false\nstop_timeout = 12.5\n"
+        f'[storage]\nuri = "{tmp_path / "db"}"\nnum_shards = 16\n'
+        "[writer]\nflush_interval = 0.5\n[queue]\nlease = 20.0\n[maintenance]\ninterval = 30.0\n"
+        "[retention]\nsteps_per_session = 50\nstep_max_age = 3600.0\n"
+        '[runtime]\ndefault_subject = "quote \\" backslash \\\\ tab \\t emoji \U0001f600 del \\u007f"\n'
+        '[gateway]\nport = 9000\nallowed_origins = ["https://a.example:8443", "http://b"]\n'
+        "[metrics]\nport = 9500\n"
+        '[llm]\nprovider = "openai-generic"\nmodel = "m"\nlog_level = "info"\n'
+        '[llm.options]\ntemperature = 0.2\nstop = ["\\n", "END"]\n"odd name" = 1\n'
+        '[llm.options.headers]\nX-Team = "agents"\n'
+        '[logging]\nlevel = "debug"\njson = true\n'
+    )
+    for args in ([], ["--config", str(full)]):
+        printed = _check_toml(args)
+        tomllib.loads(printed)  # valid TOML at all
+        again = tmp_path / "again.toml"
+        again.write_text(printed)
+        assert _body(_check_toml(["--config", str(again)])) == _body(printed)
+        assert load_settings(again).effective() == load_settings(*([full] if args else [])).effective()
+    full_printed = _check_toml(["--config", str(full)])
+    assert "[llm.options]" in full_printed and "[llm.options.headers]" in full_printed
+    assert 'options = "' not in full_printed and "allowed_origins = [" in full_printed
