@@ -244,10 +244,7 @@ def run_command(obj: Context) -> None:
     Example:
       agentd --db ./agentd-data run
     """
-    import uvloop
-
     from agentd.logsetup import configure_logging
-    from agentd.supervision.supervisor import Supervisor
 
     settings = obj.settings()
     try:
@@ -255,7 +252,12 @@ def run_command(obj: Context) -> None:
     except ConfigError as exc:
         click.echo(f"agentd: {exc}", err=True)
         sys.exit(EXIT_CONFIG)
+    # Before the supervisor module imports lancedb: its Rust logger reads $LANCEDB_LOG at import.
     configure_logging(settings.logging, role="supervisor")
+    import uvloop
+
+    from agentd.supervision.supervisor import Supervisor
+
     supervisor = Supervisor(settings, config_path=_config_arg(obj), db_override=obj.db)
     sys.exit(uvloop.run(supervisor.run()))
 
@@ -273,11 +275,12 @@ def gateway_command(obj: Context, exit_with_parent: bool) -> None:
     Example:
       agentd --config /etc/agentd/config.toml gateway
     """
-    from agentd.gateway.server import run_gateway
     from agentd.logsetup import configure_logging
 
     settings = obj.settings()
-    configure_logging(settings.logging, role="gateway")
+    configure_logging(settings.logging, role="gateway")  # before lancedb is imported
+    from agentd.gateway.server import run_gateway
+
     if exit_with_parent:
         # Started by the supervisor: never outlive it (a restarted daemon starts its own gateway).
         from agentd.worker import set_parent_death_signal
