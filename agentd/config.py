@@ -21,7 +21,6 @@ import contextvars
 import logging
 import os
 import tomllib
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -32,6 +31,20 @@ from pydantic_settings import (
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+
+# The file, directory and socket rules live in agentd.paths (standard library only), so that
+# agentctl finds the control socket without importing this module; re-exported here.
+from agentd.paths import (
+    CONFIG_ENV,
+    DEFAULT_STORAGE_URI,
+    ConfigError,
+    control_socket_path,
+    default_storage_uri,
+    find_config_file,
+    is_local_uri,
+    local_path,
+)
+from agentd.paths import _legacy_noticed as _legacy_noticed  # tests reset the notices through here
 
 __all__ = [
     "CONFIG_ENV",
@@ -54,81 +67,10 @@ __all__ = [
     "load_settings",
 ]
 
-CONFIG_ENV = "AGENTD_CONFIG"
 ENV_PREFIX = "AGENTD_"
 ENV_DELIMITER = "__"
-# The old default, relative to the working directory; still used when it holds a database and
-# the new default does not (see default_storage_uri).
-LEGACY_STORAGE_DIR = "agentd-data"
-# What config.toml and the docs show; the real default is resolved per user (default_storage_uri).
-DEFAULT_STORAGE_URI = "$XDG_DATA_HOME/agentd"
-DATA_DIR_NAME = "agentd"
-SYSTEM_CONFIG = Path("/etc/agentd/config.toml")
-CONTROL_SOCKET_NAME = "agentd.sock"
-
-
-class ConfigError(Exception):
-    """A config file or value is unusable; the message names the file, the key and the problem."""
-
 
 log = logging.getLogger(__name__)
-
-# Legacy directories already announced by this process: a supervisor reloads its settings and
-# agentctl may load them twice, but one notice per directory is enough.
-_legacy_noticed: set[Path] = set()
-
-
-def _xdg_data_home(environ: Mapping[str, str]) -> Path:
-    """``$XDG_DATA_HOME`` when it is an absolute path (the spec says to ignore a relative one),
-    else ``~/.local/share``. Raises ConfigError when there is no home directory to expand."""
-    value = environ.get("XDG_DATA_HOME", "")
-    if value and os.path.isabs(value):
-        return Path(value)
-    home = environ.get("HOME", "")
-    if not home:
-        try:
-            home = str(Path.home())
-        except (RuntimeError, KeyError) as exc:
-            raise ConfigError(
-                "[storage] uri: no home directory and no $XDG_DATA_HOME to put the database in; "
-                "set [storage] uri, AGENTD_STORAGE__URI or --db"
-            ) from exc
-    return Path(home) / ".local" / "share"
-
-
-def _holds_database(path: Path) -> bool:
-    """A directory agentd has created tables in (its ``meta`` table), not just any directory."""
-    return (path / "meta.lance").is_dir()
-
-
-def default_storage_uri(environ: Mapping[str, str] | None = None, cwd: Path | None = None) -> str:
-    """The database directory when no config, environment variable or ``--db`` names one.
-
-    ``$XDG_DATA_HOME/agentd`` (``~/.local/share/agentd``), absolute, the same from every working
-    directory. One exception keeps existing users' sessions where they are: when the working
-    directory has an ``agentd-data`` holding a database (the old default) and the new directory
-    holds none, that one is used, and a one-line warning (once per process) says how to move it.
-    Refusing or silently switching would make every session "disappear"; once it is moved, or the
-    new directory has a database, the new default wins. Pure apart from reading the filesystem.
-    """
-    env = os.environ if environ is None else environ
-    new = _xdg_data_home(env) / DATA_DIR_NAME
-    legacy = (cwd or Path.cwd()) / LEGACY_STORAGE_DIR
-    if _holds_database(legacy) and not _holds_database(new):
-        legacy = legacy.resolve()
-        if legacy not in _legacy_noticed:
-            _legacy_noticed.add(legacy)
-            log.warning(
-                "using the database in %s (the old default, relative to the working directory); "
-                "the default is now %s: move it there with `mv %s %s`, or keep it with --db %s",
-                legacy,
-                new,
-                legacy,
-                new,
-                legacy,
-            )
-        return str(legacy)
-    return str(new)
 
 
 class _Section(BaseModel):
@@ -161,12 +103,11 @@ class StorageConfig(_Section):
     @property
     def is_local(self) -> bool:
         """True for a local directory (no ``scheme://``), where the control socket can live."""
-        return "://" not in self.uri or self.uri.startswith("file://")
+        return is_local_uri(self.uri)
 
     @property
     def local_path(self) -> Path:
-        uri = self.uri.removeprefix("file://")
-        return Path(uri).expanduser().resolve()
+        return local_path(self.uri)
 
 
 class WriterConfig(_Section):
@@ -315,26 +256,9 @@ class Settings(BaseSettings):
 
     @property
     def control_socket_path(self) -> Path:
-        """The control socket: configured, inside the local storage directory, or $XDG_RUNTIME_DIR.
-
-        Never a shared directory such as /tmp: another local user could bind the path first and
-        receive every wake hint and status request (issue 11, finding 13). With object storage
-        and no ``$XDG_RUNTIME_DIR`` (a system service without ``RuntimeDirectory=``) there is no
-        private place to guess, so this raises ConfigError asking for ``[daemon] control_socket``.
-        """
-        if self.daemon.control_socket:
-            return Path(self.daemon.control_socket).expanduser().resolve()
-        if self.storage.is_local:
-            return self.storage.local_path / CONTROL_SOCKET_NAME
-        runtime_dir = os.environ.get("XDG_RUNTIME_DIR")
-        if runtime_dir:
-            return Path(runtime_dir) / CONTROL_SOCKET_NAME
-        raise ConfigError(
-            f"[daemon] control_socket: storage {self.storage.uri!r} is not a local directory and "
-            "$XDG_RUNTIME_DIR is not set, so there is no private place for the control socket; set "
-            '[daemon] control_socket = "/run/agentd/agentd.sock" (a directory only this user can write) '
-            "or AGENTD_DAEMON__CONTROL_SOCKET"
-        )
+        """The control socket (the rule is ``agentd.paths.control_socket_path``); ConfigError if
+        there is no private place for it."""
+        return control_socket_path(self.daemon.control_socket, self.storage.uri)
 
     def effective(self) -> dict[str, Any]:
         """The merged settings as plain data, with derived paths filled in."""
@@ -343,24 +267,6 @@ class Settings(BaseSettings):
         if self.storage.is_local:
             data["storage"]["uri"] = str(self.storage.local_path)
         return data
-
-
-def find_config_file(explicit: str | os.PathLike[str] | None) -> Path | None:
-    """Pick the config file: ``--config``, ``$AGENTD_CONFIG``, ``./config.toml``, then /etc.
-
-    An explicitly named file (option or environment) must exist; the implicit ones are
-    optional, and no file at all means the embedded defaults.
-    """
-    for origin, value in (("--config", explicit), (f"${CONFIG_ENV}", os.environ.get(CONFIG_ENV))):
-        if value:
-            path = Path(value).expanduser()
-            if not path.is_file():
-                raise ConfigError(f"{path}: config file not found (named by {origin})")
-            return path.resolve()
-    for candidate in (Path("config.toml"), SYSTEM_CONFIG):
-        if candidate.is_file():
-            return candidate.resolve()
-    return None
 
 
 def _describe_error(error: Any, path: Path | None) -> str:
