@@ -291,37 +291,75 @@ def gateway_command(obj: Context, exit_with_parent: bool) -> None:
     sys.exit(run_gateway(settings))
 
 
+EXIT_NOT_WRITTEN = 1
+EXIT_CANNOT_START_YET = 3
+
+
 @cli.command("install-systemd")
 @click.option("--dest", default="/etc/systemd/system", show_default=True, type=click.Path(file_okay=False))
-@click.option("--dry-run", is_flag=True, help="Print the unit files instead of writing them.")
+@click.option("--dry-run", is_flag=True, help="Print the unit files instead of writing them (the checks still run).")
+@click.option(
+    "--agentd",
+    "agentd_path",
+    metavar="PATH",
+    help="The agentd executable for ExecStart= (default: this one, e.g. /opt/agentd/bin/agentd).",
+)
+@click.option("--force", is_flag=True, help="Write the units even when ExecStart= is in a directory the unit hides.")
 @pass_ctx
-def install_systemd_command(obj: Context, dest: str, dry_run: bool) -> None:
+def install_systemd_command(obj: Context, dest: str, dry_run: bool, agentd_path: str | None, force: bool) -> None:
     """Write agentd.service and agentd-gateway.service for this installation.
 
     The units run this very `agentd` executable with --config (default
     /etc/agentd/config.toml). Then: systemctl daemon-reload && systemctl enable --now agentd.
 
+    Before writing, it checks what would keep the service from starting, and says what to do:
+    ExecStart= (the executable or its venv's Python) under /tmp or a home directory, which the
+    unit's PrivateTmp= and ProtectHome= hide; the config file missing, unreadable by the agentd
+    user or invalid; no agentd user or group; no gateway token (the gateway then stays down).
+
+    \b
+    Exit codes:
+      0  units written (or printed), nothing found that keeps them from starting
+      1  not written: ExecStart= would be hidden from the service (--force writes anyway),
+         or the destination is not writable
+      3  units written, but the service cannot start until the problems listed are fixed
     \b
     Example:
-      sudo agentd --config /etc/agentd/config.toml install-systemd
+      sudo /opt/agentd/bin/agentd --config /etc/agentd/config.toml install-systemd
     """
     from pathlib import Path
 
-    from agentd.install_systemd import install_systemd, render_units
+    from agentd.install_systemd import check_install, find_agentd_executable, install_systemd, render_units
 
     config_path = str(Path(obj.config).resolve()) if obj.config else "/etc/agentd/config.toml"
-    if dry_run:
-        for name, text in render_units(config_path=config_path).items():
-            click.echo(f"# {name}\n{text}")
-        return
     try:
-        written = install_systemd(Path(dest), config_path=config_path)
-    except OSError as exc:
-        click.echo(f"agentd: cannot write units to {dest}: {exc}", err=True)
-        sys.exit(1)
-    for path in written:
-        click.echo(f"wrote {path}")
-    click.echo("next: systemctl daemon-reload && systemctl enable --now agentd")
+        binary = os.path.abspath(agentd_path) if agentd_path else find_agentd_executable()
+    except FileNotFoundError as exc:
+        click.echo(f"agentd: {exc}", err=True)
+        sys.exit(EXIT_NOT_WRITTEN)
+    problems = check_install(agentd_path=binary, config_path=config_path)
+    fatal = [p for p in problems if p.fatal]
+    for problem in problems:
+        click.echo(f"agentd: {'error' if problem.fatal else 'warning'}: {problem.message}", err=True)
+    if fatal and not force:
+        click.echo("agentd: units not written (--force writes them anyway)", err=True)
+        sys.exit(EXIT_NOT_WRITTEN)
+    if dry_run:
+        for name, text in render_units(agentd_path=binary, config_path=config_path).items():
+            click.echo(f"# {name}\n{text}")
+    else:
+        try:
+            written = install_systemd(Path(dest), agentd_path=binary, config_path=config_path)
+        except OSError as exc:
+            click.echo(f"agentd: cannot write units to {dest}: {exc}", err=True)
+            sys.exit(EXIT_NOT_WRITTEN)
+        for path in written:
+            click.echo(f"wrote {path}")
+    if problems:
+        click.echo(f"agentd: the service cannot start until the {len(problems)} problem(s) above are fixed", err=True)
+        sys.exit(EXIT_CANNOT_START_YET)
+    if not dry_run:
+        click.echo("next: systemctl daemon-reload && systemctl enable --now agentd")
 
 
 def _config_arg(obj: Context) -> str | None:

@@ -8,15 +8,26 @@ The templates shipped in the package (``agentd/systemd_units/``) are the single 
 hand, and a test keeps the two equal.
 
 Nothing here talks to systemd: the caller (or the docs) runs ``systemctl daemon-reload``.
+
+``check_install`` says beforehand what would keep the written units from starting: an
+executable, its interpreter or the config under a directory the unit hides (``PrivateTmp=``
+hides /tmp and /var/tmp, ``ProtectHome=`` hides /home, /root and /run/user: a venv in a home
+directory, or a pyenv interpreter under /root, fails with ``status=203/EXEC``), a missing or
+unreadable config file, a missing ``agentd`` user or group, or no gateway token. Systemd itself
+only reports these when the service is started, in the journal.
 """
 
 from __future__ import annotations
 
+import grp
 import logging
 import os
+import pwd
 import shutil
 import sys
 import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
@@ -24,6 +35,8 @@ __all__ = [
     "DEFAULT_AGENTD_PATH",
     "DEFAULT_CONFIG_PATH",
     "UNIT_NAMES",
+    "InstallProblem",
+    "check_install",
     "find_agentd_executable",
     "install_systemd",
     "render_units",
@@ -137,3 +150,162 @@ def install_systemd(
         _write_atomically(path, text)
         log.info("wrote %s", path)
     return paths
+
+
+UNIT_USER = "agentd"
+UNIT_GROUP = "agentd"
+ENV_FILE = Path("/etc/agentd/agentd.env")
+# Directories a unit setting hides from the service, by the setting that hides them.
+_HIDDEN_BY = {
+    "PrivateTmp": ("/tmp", "/var/tmp"),
+    "ProtectHome": ("/home", "/root", "/run/user"),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class InstallProblem:
+    """Something that keeps the units from starting. ``fatal``: writing them would be pointless
+    (the unit itself would be wrong); otherwise the units are fine and the host needs fixing."""
+
+    message: str
+    fatal: bool = False
+
+
+def _hidden_dirs(unit_text: str) -> dict[str, str]:
+    """Directory -> the directive of this unit that hides it from the service."""
+    hidden = {}
+    for line in unit_text.splitlines():
+        key, _, value = line.partition("=")
+        if key in _HIDDEN_BY and value.strip() in ("yes", "true", "read-only", "tmpfs"):
+            hidden.update(dict.fromkeys(_HIDDEN_BY[key], f"{key}={value.strip()}"))
+    return hidden
+
+
+def _interpreter(script: str) -> str | None:
+    """The ``#!`` interpreter of a console script (a venv's python), or None for a binary."""
+    try:
+        with open(script, "rb") as handle:
+            first = handle.readline(4096)
+    except OSError:
+        return None
+    if not first.startswith(b"#!"):
+        return None
+    parts = first[2:].decode("utf-8", "replace").split()
+    return parts[0] if parts else None
+
+
+def _hiding(path: str, hidden: dict[str, str]) -> tuple[str, str] | None:
+    for candidate in dict.fromkeys((path, os.path.realpath(path))):
+        for directory, directive in hidden.items():
+            if Path(candidate).is_relative_to(directory):
+                return candidate, directive
+    return None
+
+
+def _readable_by(path: Path, user: pwd.struct_passwd | None) -> bool:
+    """Whether ``user`` can read ``path`` by its mode bits (root reads everything)."""
+    st = path.stat()
+    if user is None or user.pw_uid == 0 or st.st_mode & 0o004:
+        return True
+    if st.st_uid == user.pw_uid:
+        return bool(st.st_mode & 0o400)
+    groups = {user.pw_gid, *(g.gr_gid for g in grp.getgrall() if user.pw_name in g.gr_mem)}
+    return st.st_gid in groups and bool(st.st_mode & 0o040)
+
+
+def _has_token(config_token: str, env_file: Path) -> bool | None:
+    """A gateway token in the config or the unit's environment file; None when that file cannot be read."""
+    if config_token:
+        return True
+    try:
+        text = env_file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return None
+    return any(
+        line.strip().startswith("AGENTD_GATEWAY__TOKEN=") and line.split("=", 1)[1].strip()
+        for line in text.splitlines()
+    )
+
+
+def check_install(
+    *,
+    agentd_path: str,
+    config_path: str,
+    unit_text: str | None = None,
+    user: str = UNIT_USER,
+    group: str = UNIT_GROUP,
+    env_file: Path = ENV_FILE,
+    getpwnam: Callable[[str], pwd.struct_passwd] = pwd.getpwnam,
+    getgrnam: Callable[[str], grp.struct_group] = grp.getgrnam,
+) -> list[InstallProblem]:
+    """What would keep ``agentd.service`` from starting on this host, each with what to do.
+
+    Read-only; the lookups are parameters so that tests can stand in for the host. Only
+    ``fatal`` problems make the unit itself wrong (ExecStart= in a hidden directory).
+    """
+    from agentd.config import ConfigError, load_settings
+
+    text = unit_text if unit_text is not None else _template(UNIT_NAMES[0])
+    hidden = _hidden_dirs(text)
+    problems = []
+    interpreter = _interpreter(agentd_path)
+    for label, path in (("the agentd executable", agentd_path), ("its interpreter", interpreter)):
+        found = _hiding(path, hidden) if path else None
+        if found is not None:
+            where, directive = found
+            problems.append(
+                InstallProblem(
+                    f"{label} {where} is under a directory the unit hides ({directive}), so the service "
+                    "cannot start (status=203/EXEC): install agentd in a virtualenv outside /tmp and "
+                    "home directories, with a system Python (python3 -m venv /opt/agentd && "
+                    "/opt/agentd/bin/pip install ...), and run that venv's agentd install-systemd",
+                    fatal=True,
+                )
+            )
+    try:
+        account: pwd.struct_passwd | None = getpwnam(user)
+    except KeyError:
+        account = None
+        problems.append(
+            InstallProblem(
+                f"no user {user!r} (the unit runs as User={user}): create it with "
+                f"useradd --system --user-group --home-dir /var/lib/agentd --shell /usr/sbin/nologin {user}"
+            )
+        )
+    if account is not None:
+        try:
+            getgrnam(group)
+        except KeyError:
+            problems.append(InstallProblem(f"no group {group!r} (Group={group}): groupadd --system {group}"))
+    config = Path(config_path)
+    found = _hiding(config_path, hidden)
+    if found is not None:
+        problems.append(
+            InstallProblem(f"config {found[0]} is hidden from the service by {found[1]}: use /etc/agentd/config.toml")
+        )
+    elif not config.is_file():
+        problems.append(
+            InstallProblem(
+                f"no config file {config} (the unit passes --config): create it, empty means the defaults: "
+                f"install -d -m 0755 {config.parent} && touch {config}"
+            )
+        )
+    else:
+        if not _readable_by(config, account):
+            problems.append(InstallProblem(f"{config} is not readable by user {user!r}: chmod 0644 {config}"))
+        try:
+            settings = load_settings(config)
+        except ConfigError as exc:
+            problems.append(InstallProblem(f"the service would exit 2 on start: {exc}"))
+        else:
+            if settings.gateway.enabled and _has_token(settings.gateway.token, env_file) is False:
+                problems.append(
+                    InstallProblem(
+                        "no gateway token: the unit requires one (AGENTD_GATEWAY__REQUIRE_TOKEN=true), so the "
+                        f"gateway will not start (the workers do): install -m 0600 /dev/null {env_file} && "
+                        f"printf 'AGENTD_GATEWAY__TOKEN=%s\\n' \"$(openssl rand -hex 32)\" > {env_file}"
+                    )
+                )
+    return problems
