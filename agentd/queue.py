@@ -42,6 +42,9 @@ log = logging.getLogger(__name__)
 
 # LanceDB raises these (as RuntimeError/OSError text) when optimistic commits keep conflicting.
 _RETRYABLE = ("conflict", "TooMuchWriteContention", "preempted", "Retryable", "retry")
+# Appending under heavy write contention (dozens of clients plus the workers' claims and acks
+# on the same table) can exhaust LanceDB's own commit retries; ours come on top.
+ENQUEUE_ATTEMPTS = 10
 
 
 class QueueError(Exception):
@@ -93,6 +96,7 @@ class Ack:
     status: Literal["done", "failed"]
     result: dict[str, Any] | None = None
     error: str | None = None
+    code: str | None = None  # agentd.protocol.ErrorCode of a failure
 
 
 class ActionQueue:
@@ -133,15 +137,7 @@ class ActionQueue:
         ``merge_insert`` on the declared primary key: the same key twice (even from two
         processes at once) yields one action, and the second call returns the first's row.
         """
-        record = ActionRecord(
-            action_id=deterministic_id("a", "idem", idempotency_key) if idempotency_key else new_id("a"),
-            idempotency_key=idempotency_key,
-            session_id=session_id,
-            shard=shard_for(session_id, self.num_shards),
-            kind=kind,
-            payload=payload or {},
-            created_at=utcnow(),
-        )
+        record = self.new_action(kind, session_id, payload, idempotency_key=idempotency_key)
         data = ActionRecord.to_arrow([record])
         if idempotency_key is None:
             await self.table.add(data)
@@ -155,6 +151,53 @@ class ActionQueue:
         if stored is None:  # pragma: no cover - the insert above committed or raised
             raise QueueError(f"action {record.action_id} vanished after enqueue")
         return stored
+
+    def new_action(
+        self, kind: str, session_id: str, payload: dict[str, Any] | None = None, *, idempotency_key: str | None = None
+    ) -> ActionRecord:
+        """The row of a new action (id derived from ``idempotency_key`` when there is one)."""
+        return ActionRecord(
+            action_id=deterministic_id("a", "idem", idempotency_key) if idempotency_key else new_id("a"),
+            idempotency_key=idempotency_key,
+            session_id=session_id,
+            shard=shard_for(session_id, self.num_shards),
+            kind=kind,
+            payload=payload or {},
+            created_at=utcnow(),
+        )
+
+    async def append_many(self, records: list[ActionRecord], *, attempts: int = ENQUEUE_ATTEMPTS) -> None:
+        """Append new action rows in one commit, retrying write contention without ever adding one twice.
+
+        The ids are fixed before the first attempt, and before each retry we look for them: a
+        commit that reported an error but landed is not appended again. Used by the daemon's
+        group commit (every concurrent submission in one append) and by agentctl without a daemon.
+        """
+        if not records:
+            return
+        data = ActionRecord.to_arrow(records)
+        delay = 0.05
+        for attempt in range(1, attempts + 1):
+            try:
+                await self.table.add(data)
+                return
+            except Exception as exc:
+                if attempt == attempts or not retryable(exc):
+                    raise
+                log.debug("append attempt %d hit write contention (%s); retrying", attempt, exc)
+            await asyncio.sleep(delay * (1 + random.random()))
+            delay = min(delay * 2, 2.0)
+            ids = [r.action_id for r in records]
+            if int(await self.table.count_rows(sql_in("action_id", ids))) == len(ids):
+                return
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def get_many(self, action_ids: list[str]) -> dict[str, ActionRecord]:
+        """The rows of these actions (unknown ids are absent)."""
+        if not action_ids:
+            return {}
+        rows = await self.table.query().where(sql_in("action_id", action_ids)).to_arrow()
+        return {r.action_id: r for r in ActionRecord.from_arrow_tolerant(rows)[0]}
 
     async def get(self, action_id: str) -> ActionRecord | None:
         rows = await self.table.query().where(f"action_id = {sql_str(action_id)}").limit(2).to_arrow()
@@ -258,6 +301,7 @@ class ActionQueue:
                 "status": "'failed'",
                 "version": "version + 1",
                 "error": sql_str(f"unreadable action row: {reason}"[:500]),
+                "error_code": "'invalid'",
                 "done_at": now,
                 "lease_until": "NULL",
             }
@@ -342,6 +386,7 @@ class ActionQueue:
                     "version": a.action.version + 1,
                     "result": a.result,
                     "error": a.error,
+                    "error_code": a.code if a.status == "failed" else None,
                     "done_at": now,
                     "lease_until": None,
                 }

@@ -28,19 +28,34 @@ import argparse
 import asyncio
 import contextlib
 import gc
-import json
 import logging
 import os
 import signal
 import socket
 import sys
 import time
-from collections.abc import Coroutine
+from collections.abc import AsyncIterator, Coroutine
 from typing import Any
+
+from pydantic import BaseModel
 
 from agentd.config import ConfigError, Settings, load_settings
 from agentd.ids import shards_of_worker
 from agentd.logsetup import configure_logging
+from agentd.protocol import (
+    MAX_LINE,
+    Acked,
+    Assign,
+    CommitHint,
+    Heartbeat,
+    Hello,
+    Ready,
+    Standby,
+    Stop,
+    Wake,
+    dump_line,
+    parse_parent_message,
+)
 from agentd.supervision.handoff import decode_settings, read_hello, settings_digest
 
 __all__ = ["EXIT_BOOT", "EXIT_FENCED", "main"]
@@ -69,7 +84,7 @@ def set_parent_death_signal() -> None:
 
 
 class ControlChannel:
-    """The worker's end of the supervisor socketpair (JSON lines)."""
+    """The worker's end of the supervisor socketpair: typed messages (``agentd.protocol``), one per line."""
 
     def __init__(self, fd: int) -> None:
         self.sock = socket.socket(fileno=fd)
@@ -78,25 +93,33 @@ class ControlChannel:
         self.writer: asyncio.StreamWriter | None = None
 
     async def open(self) -> None:
-        self.reader, self.writer = await asyncio.open_connection(sock=self.sock)
+        self.reader, self.writer = await asyncio.open_connection(sock=self.sock, limit=MAX_LINE)
 
-    async def send(self, message: dict[str, Any]) -> None:
+    def send_nowait(self, message: BaseModel) -> None:
+        """Queue a message without waiting (from callbacks); the pipe is local and drained by send()."""
         if self.writer is None or self.writer.is_closing():
             return
-        self.writer.write((json.dumps(message, separators=(",", ":")) + "\n").encode())
-        with contextlib.suppress(ConnectionError):
-            await self.writer.drain()
+        self.writer.write(dump_line(message))
 
-    async def messages(self) -> Any:
+    async def send(self, message: BaseModel) -> None:
+        self.send_nowait(message)
+        if self.writer is not None:
+            with contextlib.suppress(ConnectionError):
+                await self.writer.drain()
+
+    async def messages(self) -> AsyncIterator[Hello | Assign | Wake | Stop | CommitHint]:
         assert self.reader is not None
         while True:
-            line = await self.reader.readline()
+            try:
+                line = await self.reader.readline()
+            except (ConnectionError, ValueError):
+                return
             if not line:
                 return
             try:
-                yield json.loads(line)
-            except ValueError:
-                log.warning("ignoring a malformed control message")
+                yield parse_parent_message(line)
+            except ValueError as exc:
+                log.warning("ignoring a malformed control message: %s", exc)
 
 
 class FencedOut(Exception):
@@ -109,6 +132,7 @@ async def _serve(settings: Settings, args: argparse.Namespace) -> int:
     from agentd.llm.factory import make_llm
     from agentd.runtime.host import SessionHost
     from agentd.store import Store, StoreError
+    from agentd.store.actions import ActionRecord
     from agentd.store.owners import current_epoch
     from agentd.supervision.dblock import hold_workers_lock
 
@@ -145,7 +169,25 @@ async def _serve(settings: Settings, args: argparse.Namespace) -> int:
         if args.epoch and await current_epoch(store, args.index) != args.epoch:
             raise FencedOut(f"{name} epoch {args.epoch} was replaced; not committing")
 
-    host = SessionHost(store, settings, shards, llm, epoch=args.epoch, name=name, fence=fence if args.epoch else None)
+    def push_acks(records: list[ActionRecord]) -> None:
+        if channel is not None:
+            channel.send_nowait(Acked(acks=[record.ack_info() for record in records]))
+
+    def hint_commit(sessions: list[str]) -> None:
+        if channel is not None:
+            channel.send_nowait(CommitHint(sessions=sessions))
+
+    host = SessionHost(
+        store,
+        settings,
+        shards,
+        llm,
+        epoch=args.epoch,
+        name=name,
+        fence=fence if args.epoch else None,
+        on_acked=push_acks,
+        on_commit=hint_commit,
+    )
     started = time.monotonic()
     try:
         resumed = await host.start()
@@ -163,13 +205,7 @@ async def _serve(settings: Settings, args: argparse.Namespace) -> int:
     gc.freeze()
     if channel is not None:
         await channel.send(
-            {
-                "type": "ready",
-                "pid": os.getpid(),
-                "sessions": resumed,
-                "shards": shards,
-                "config_digest": settings_digest(settings),
-            }
+            Ready(pid=os.getpid(), sessions=resumed, shards=shards, config_digest=settings_digest(settings))
         )
 
     async def heartbeat() -> None:
@@ -178,9 +214,7 @@ async def _serve(settings: Settings, args: argparse.Namespace) -> int:
             return
         while True:
             counters = host.counters()
-            await channel.send(
-                {"type": "heartbeat", "pid": os.getpid(), "uptime": time.monotonic() - started, **counters}
-            )
+            await channel.send(Heartbeat(pid=os.getpid(), uptime=time.monotonic() - started, **counters))
             await asyncio.sleep(settings.daemon.heartbeat_interval)
 
     async def listen() -> None:
@@ -188,10 +222,9 @@ async def _serve(settings: Settings, args: argparse.Namespace) -> int:
             await stop.wait()
             return
         async for message in channel.messages():
-            kind = message.get("type")
-            if kind == "wake":
+            if isinstance(message, Wake):
                 host.hint()
-            elif kind == "stop":
+            elif isinstance(message, Stop):
                 break
         stop.set()  # stop message, or EOF: the supervisor is gone
 
@@ -242,18 +275,18 @@ async def _until_stop(work: Coroutine[Any, Any, Settings | None], stop: asyncio.
 
 
 async def _wait_for_assignment(channel: ControlChannel, args: argparse.Namespace) -> Settings | None:
-    """Wait for ``{"type": "assign", "index", "workers", "epoch", "settings"}``; None on stop or EOF.
+    """Wait for an ``Assign`` (slot, epoch and settings); None on stop or EOF.
 
     Returns the settings the assignment carries: the supervisor's configuration at the moment
     it hands over the slot, which may be newer than the one this spare was started with.
     """
-    await channel.send({"type": "standby", "pid": os.getpid()})
+    await channel.send(Standby(pid=os.getpid()))
     async for message in channel.messages():
-        if message.get("type") == "assign":
-            args.index, args.workers, args.epoch = int(message["index"]), int(message["workers"]), int(message["epoch"])
+        if isinstance(message, Assign):
+            args.index, args.workers, args.epoch = message.index, message.workers, message.epoch
             configure_logging_index(args.index)
-            return decode_settings(message["settings"], message.get("source_file"))
-        if message.get("type") == "stop":
+            return decode_settings(message.settings, message.source_file)
+        if isinstance(message, Stop):
             return None
     return None
 

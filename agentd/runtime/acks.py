@@ -33,9 +33,18 @@ class AckBatcher:
     200 acknowledgements sent one by one took seconds, in one batch they take one commit.
     """
 
-    def __init__(self, queue: ActionQueue, *, max_batch: int = 500) -> None:
+    def __init__(
+        self,
+        queue: ActionQueue,
+        *,
+        max_batch: int = 500,
+        on_acked: Callable[[list[ActionRecord]], None] | None = None,
+    ) -> None:
         self.queue = queue
         self.max_batch = max_batch
+        # Told every batch of acknowledgements once committed: the worker pushes them to the
+        # supervisor, which answers the clients waiting for them (no client polls the table).
+        self.on_acked = on_acked
         self._pending: list[tuple[Ack, asyncio.Future[ActionRecord | ClaimLost]]] = []
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
@@ -90,6 +99,13 @@ class AckBatcher:
                 if len(batch) > 1:
                     log.warning("acknowledging %d actions failed (%s); acknowledging one by one", len(batch), exc)
                 outcomes = [await self._one(ack) for ack, _ in batch]
+        if self.on_acked is not None:
+            committed = [outcome for outcome in outcomes if isinstance(outcome, ActionRecord)]
+            if committed:
+                try:
+                    self.on_acked(committed)
+                except Exception:  # a push only: the row is the truth and a client can read it
+                    log.exception("pushing %d acknowledgements failed", len(committed))
         for (_, future), outcome in zip(batch, outcomes, strict=True):
             if future.done():
                 continue
@@ -110,7 +126,7 @@ class AckBatcher:
                 "action %s: its result cannot be stored (%s); acknowledging without it", ack.action.action_id, exc
             )
             note = f"result could not be stored: {type(exc).__name__}"
-            stripped = Ack(ack.action, ack.status, None, f"{ack.error}; {note}" if ack.error else note)
+            stripped = Ack(ack.action, ack.status, None, f"{ack.error}; {note}" if ack.error else note, ack.code)
             try:
                 [outcome] = await self.queue.finish_many([stripped])
                 return outcome

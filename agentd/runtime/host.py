@@ -62,6 +62,8 @@ class SessionHost:
         epoch: int = 0,
         name: str = "worker",
         fence: Callable[[], Awaitable[None]] | None = None,
+        on_acked: Callable[[list[ActionRecord]], None] | None = None,
+        on_commit: Callable[[list[str]], None] | None = None,
     ) -> None:
         self.store = store
         self.settings = settings
@@ -76,6 +78,7 @@ class SessionHost:
             flush_max_rows=settings.writer.flush_max_rows,
             max_buffered_rows=settings.writer.max_buffered_rows,
             fence=fence,
+            on_commit=on_commit,
         )
         self.queue = ActionQueue(
             store.actions,
@@ -85,7 +88,7 @@ class SessionHost:
             # Unique per process start: a claimer never re-claims its own claims (see agentd.queue).
             claimer=f"{name}@{epoch}" if epoch else f"{name}@{os.getpid()}.{new_id('h')}",
         )
-        self.acks = AckBatcher(self.queue)
+        self.acks = AckBatcher(self.queue, on_acked=on_acked)
         self.claims = ClaimKeeper(self.queue)
         self.fence = fence
         self.runners: dict[str, SessionRunner] = {}
@@ -394,7 +397,7 @@ class SessionHost:
                 # back; its next owner applies it, or rejects it for a reason of its own.
                 return
             self.actions_failed += 1
-            await self._finish(Ack(action, "failed", error=str(exc)))
+            await self._finish(Ack(action, "failed", error=str(exc), code=exc.code))
             return
         except Exception as exc:
             if self._stopping:
@@ -402,10 +405,19 @@ class SessionHost:
                 return
             log.exception("action %s (%s) failed", action.action_id, action.kind)
             self.actions_failed += 1
-            await self._finish(Ack(action, "failed", error=f"internal error: {exc}"))
+            await self._finish(Ack(action, "failed", error=f"internal error: {exc}", code="internal"))
             return
         if await self._finish(Ack(action, "done", result)):
             self.actions_applied += 1
+            if action.kind in ("create", "destroy") and not result.get("replayed"):
+                # The lifecycle of a fleet shows in the daemon's log; other actions only at debug.
+                log.info(
+                    "session %s %s (agent %s, type %s)",
+                    action.session_id,
+                    "created" if action.kind == "create" else "destroyed",
+                    result.get("agent_id") or action.payload.get("agent_id") or "-",
+                    result.get("type") or action.payload.get("type") or "-",
+                )
         log.debug(
             "action %s %s applied in %.1f ms", action.kind, action.action_id, (time.perf_counter() - started) * 1000
         )

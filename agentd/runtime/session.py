@@ -58,7 +58,15 @@ RESUME_SPREAD = 5.0
 
 
 class ActionRejected(Exception):
-    """The command cannot be applied; the message is recorded on the action for the user."""
+    """The command cannot be applied; the message is recorded on the action for the user.
+
+    ``code`` (an ``agentd.protocol.ErrorCode``) is recorded beside it: clients tell "no such
+    session" from "refused" by the code, never by parsing the message.
+    """
+
+    def __init__(self, message: str, *, code: str = "rejected") -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class SessionGone(ActionRejected):
@@ -387,7 +395,7 @@ class SessionRunner:
         while self._inbox:
             command = self._inbox.pop(0)
             if command.future is not None and not command.future.done():
-                command.future.set_exception(ActionRejected(f"unknown session {self.session_id}"))
+                command.future.set_exception(ActionRejected(f"unknown session {self.session_id}", code="not_found"))
 
     async def _apply(self, command: Command) -> bool:
         """Apply one command; True when the session has stopped."""

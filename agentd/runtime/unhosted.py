@@ -95,7 +95,7 @@ async def act_unhosted(writer: BatchingWriter, store: Any, action: ActionRecord,
     """An action for a session of ours that has no runner: destroy works, anything else is refused."""
     existing = await get_session(store.sessions, action.session_id)
     if existing is None:
-        raise ActionRejected(f"unknown session {action.session_id}")
+        raise ActionRejected(f"unknown session {action.session_id}", code="not_found")
     if action.kind == "destroy":
         if existing.status == "stopped":
             return {"session_id": existing.session_id, "status": existing.status}, 0

@@ -12,6 +12,7 @@ from typing import Any, Literal
 import pyarrow as pa
 from pydantic import Field
 
+from agentd.protocol import AckInfo
 from agentd.store.records import Record
 from agentd.store.spec import IndexSpec, TableSpec, ts_field
 from agentd.store.sql import delete_where, sql_ts
@@ -42,6 +43,9 @@ SCHEMA = pa.schema(
         pa.field("error", pa.string()),
         ts_field("created_at", nullable=False),
         ts_field("done_at"),
+        # Why it failed, as a code clients map to exit codes (agentd.protocol.ErrorCode); added
+        # after the first release, so null on older rows (clients then read the message).
+        pa.field("error_code", pa.string()),
     ]
 )
 
@@ -79,10 +83,24 @@ class ActionRecord(Record):
     error: str | None = None
     created_at: datetime
     done_at: datetime | None = None
+    error_code: str | None = None
 
     @property
     def finished(self) -> bool:
         return self.status in ("done", "failed")
+
+    def ack_info(self) -> AckInfo:
+        """A finished action as the acknowledgement pushed to (or read by) a waiting client."""
+        status: Literal["done", "failed"] = "done" if self.status == "done" else "failed"
+        return AckInfo(
+            action_id=self.action_id,
+            session_id=self.session_id,
+            kind=self.kind,
+            status=status,
+            result=self.result,
+            error=self.error,
+            code=self.error_code,
+        )
 
 
 async def purge_finished_actions(table: Any, older_than: float) -> int:

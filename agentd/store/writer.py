@@ -46,6 +46,7 @@ __all__ = ["BatchingWriter", "FlushStats", "Row", "WriterClosed"]
 # A row in its table's schema order with JSON columns encoded (see ``Record.to_values``).
 Row = tuple[Any, ...]
 _SESSION_ID = SessionRecord.SCHEMA.names.index("session_id")
+_STEP_SESSION_ID = StepRecord.SCHEMA.names.index("session_id")
 
 
 class _Columns:
@@ -135,8 +136,12 @@ class BatchingWriter:
         flush_max_rows: int = 5000,
         max_buffered_rows: int = 200_000,
         fence: Fence | None = None,
+        on_commit: Callable[[list[str]], None] | None = None,
     ) -> None:
         self.store = store
+        # Told the session ids of each committed batch of steps: the worker forwards them to the
+        # gateway as a read hint (agentd.protocol.CommitHint), so live events skip its poll.
+        self.on_commit = on_commit
         self.flush_interval = flush_interval
         self.flush_max_rows = flush_max_rows
         self.max_buffered_rows = max_buffered_rows
@@ -303,7 +308,13 @@ class BatchingWriter:
                     raise
                 log.warning("steps commit reported %r but landed; not appending again", exc)
             # Once the steps are in, a retry must not append them again.
+            committed = list(set(steps.columns[_STEP_SESSION_ID]))
             steps.clear()
+            if self.on_commit is not None:
+                try:
+                    self.on_commit(committed)
+                except Exception:  # a hint only: never fail a commit that landed
+                    log.exception("commit hint failed")
         if snapshot_count:
             await _upsert_sessions(self.store.sessions, _to_arrow(SessionRecord, snapshots.columns))
         elapsed = (time.perf_counter() - started) * 1000

@@ -13,17 +13,30 @@ handoff``), so no child re-reads ``config.toml``. Then a worker reports ``ready`
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import signal
 import socket
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import psutil
+from pydantic import BaseModel
+
+from agentd.protocol import (
+    MAX_LINE,
+    Acked,
+    CommitHint,
+    Heartbeat,
+    Hello,
+    Ready,
+    Standby,
+    dump_line,
+    parse_child_message,
+)
 
 __all__ = ["Child", "describe_exit", "spawn_child", "stop_children"]
 
@@ -97,21 +110,29 @@ class Child:
     def name(self) -> str:
         return self.role if self.index is None else f"{self.role}-{self.index}"
 
-    async def send(self, message: dict[str, Any]) -> bool:
+    async def send(self, message: BaseModel) -> bool:
         if self.writer is None or self.writer.is_closing():
             return False
         try:
-            self.writer.write((json.dumps(message, separators=(",", ":")) + "\n").encode())
+            self.writer.write(dump_line(message))
             await self.writer.drain()
             return True
         except (ConnectionError, RuntimeError):
             return False
 
-    async def listen(self) -> None:
+    def send_nowait(self, message: BaseModel) -> bool:
+        """Queue a message without waiting for the pipe (hints; the channel is local)."""
+        if self.writer is None or self.writer.is_closing():
+            return False
+        self.writer.write(dump_line(message))
+        return True
+
+    async def listen(self, relay: Callable[[Child, Acked | CommitHint], None] | None = None) -> None:
         """Read the child's messages until EOF (the task ends with the child; nobody cancels it).
 
         ``ready`` carries the digest of the settings the child runs; ``standby`` means a
-        spare has imported everything and waits for an ``assign``.
+        spare has imported everything and waits for an ``assign``. Acknowledgements and commit
+        hints go to ``relay`` (the supervisor passes them on to clients and the gateway).
         """
         assert self.reader is not None
         while True:
@@ -122,23 +143,26 @@ class Child:
             if not line:
                 return
             try:
-                message = json.loads(line)
-            except ValueError:
+                message = parse_child_message(line)
+            except ValueError as exc:
+                log.warning("%s sent a malformed message: %s", self.name, exc)
                 continue
-            if not isinstance(message, dict):
-                continue
-            kind = message.get("type")
-            if kind == "heartbeat":
+            if isinstance(message, Heartbeat):
                 self.last_heartbeat = time.monotonic()
-                self.counters = message
-            elif kind == "ready":
+                self.counters = message.model_dump()
+            elif isinstance(message, Ready):
                 self.ready = True
                 self.last_heartbeat = time.monotonic()
-                self.config_digest = message.get("config_digest")
+                self.config_digest = message.config_digest
                 self.ready_event.set()
-                log.info("%s ready (pid %d, %s sessions)", self.name, self.pid, message.get("sessions"))
-            elif kind == "standby":
+                log.info("%s ready (pid %d, %s sessions)", self.name, self.pid, message.sessions)
+            elif isinstance(message, Standby):
                 self.ready_event.set()
+            elif relay is not None:
+                try:
+                    relay(self, message)
+                except Exception:
+                    log.exception("relaying a %s message from %s failed", message.type, self.name)
 
     def signal(self, signum: int) -> None:
         if self.alive:
@@ -189,9 +213,7 @@ def describe_exit(returncode: int) -> str:
     return f"killed by {name}{hint}"
 
 
-async def spawn_child(
-    role: str, module: str, args: list[str], *, channel: bool, hello: dict[str, Any] | None = None
-) -> Child:
+async def spawn_child(role: str, module: str, args: list[str], *, channel: bool, hello: Hello | None = None) -> Child:
     """Start ``python -m module args`` with an optional control socketpair on fd 3.
 
     ``hello`` (with ``channel``) is written as the channel's first line before anything else
@@ -216,7 +238,7 @@ async def spawn_child(
     child = Child(role=role, proc=SpawnedProcess(pid))
     if parent_sock is not None:
         parent_sock.setblocking(False)
-        child.reader, child.writer = await asyncio.open_connection(sock=parent_sock)
+        child.reader, child.writer = await asyncio.open_connection(sock=parent_sock, limit=MAX_LINE)
         if hello is not None:
             await child.send(hello)
     log.info("started %s (pid %d)", role, pid)

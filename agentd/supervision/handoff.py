@@ -21,10 +21,16 @@ from pathlib import Path
 from typing import Any
 
 from agentd.config import ConfigError, Settings
+from agentd.protocol import Assign, Hello, parse_parent_message
 
-__all__ = ["HELLO", "decode_settings", "encode_settings", "hello_message", "read_hello", "settings_digest"]
-
-HELLO = "settings"  # type of the first message on a child's channel
+__all__ = [
+    "assign_message",
+    "decode_settings",
+    "encode_settings",
+    "hello_message",
+    "read_hello",
+    "settings_digest",
+]
 MAX_HELLO_BYTES = 4 << 20
 
 
@@ -50,13 +56,15 @@ def settings_digest(settings: Settings) -> str:
     return hashlib.blake2b(blob, digest_size=6).hexdigest()
 
 
-def hello_message(settings: Settings) -> dict[str, Any]:
+def hello_message(settings: Settings) -> Hello:
     source = settings.source_file
-    return {
-        "type": HELLO,
-        "settings": encode_settings(settings),
-        "source_file": str(source) if source else None,
-    }
+    return Hello(settings=encode_settings(settings), source_file=str(source) if source else None)
+
+
+def assign_message(settings: Settings, *, index: int, workers: int, epoch: int) -> Assign:
+    """A warm spare's assignment: its slot and epoch, and the supervisor's settings of the moment."""
+    hello = hello_message(settings)
+    return Assign(index=index, workers=workers, epoch=epoch, settings=hello.settings, source_file=hello.source_file)
 
 
 def read_hello(fd: int, *, timeout: float = 60.0) -> Settings:
@@ -82,9 +90,9 @@ def read_hello(fd: int, *, timeout: float = 60.0) -> Settings:
     finally:
         sock.detach()  # the fd stays open for the worker's ControlChannel
     try:
-        message = json.loads(buffer)
+        message = parse_parent_message(bytes(buffer))
     except ValueError as exc:
         raise ConfigError(f"malformed settings message: {exc}") from exc
-    if not isinstance(message, dict) or message.get("type") != HELLO:
+    if not isinstance(message, Hello):
         raise ConfigError("the first message from the supervisor is not the settings")
-    return decode_settings(message.get("settings"), message.get("source_file"))
+    return decode_settings(message.settings, message.source_file)

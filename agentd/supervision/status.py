@@ -1,7 +1,7 @@
-"""The supervisor's answers on the control socket: ``status`` and ``wake``.
+"""What ``agentctl daemon status`` (and the console's daemon view) shows of the supervisor.
 
-Kept apart from the supervision loop because it only reads the supervisor's state (and
-forwards wake hints); nothing here changes which children run.
+Kept apart from the supervision loop because it only reads the supervisor's state; nothing
+here changes which children run.
 """
 
 from __future__ import annotations
@@ -16,23 +16,7 @@ from agentd.supervision.handoff import settings_digest
 if TYPE_CHECKING:
     from agentd.supervision.supervisor import Supervisor
 
-__all__ = ["control_request", "supervisor_status"]
-
-
-async def control_request(sup: Supervisor, message: dict[str, Any]) -> dict[str, Any]:
-    """One control-socket request: ``wake`` (new actions, optionally for one shard) or ``status``."""
-    op = message.get("op")
-    if op == "wake":
-        shard = message.get("shard")
-        targets = list(sup.workers.values())
-        if isinstance(shard, int):
-            targets = [c for c in targets if shard in c.shards]
-        for child in targets:
-            await child.send({"type": "wake"})
-        return {"ok": True}
-    if op == "status":
-        return {"ok": True, "status": await supervisor_status(sup)}
-    return {"ok": False, "error": f"unknown op {op!r} (status, wake)"}
+__all__ = ["supervisor_status"]
 
 
 async def supervisor_status(sup: Supervisor) -> dict[str, Any]:

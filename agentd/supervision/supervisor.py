@@ -43,11 +43,11 @@ from agentd.store import Store, StoreError
 from agentd.store.maintenance import MaintenanceReport, maintenance_loop
 from agentd.store.owners import OwnerRecord, retire_owners, set_owner
 from agentd.supervision.children import Child, describe_exit, spawn_child, stop_children
+from agentd.supervision.control_api import ControlAPI
 from agentd.supervision.dblock import DatabaseClaim, DatabaseInUse
-from agentd.supervision.handoff import hello_message
+from agentd.supervision.handoff import assign_message, hello_message
 from agentd.supervision.reload import reload_config
 from agentd.supervision.restarts import RestartHistory
-from agentd.supervision.status import control_request
 from agentd.supervision.watchdog import Progress, Watchdog
 from agentd.timeutil import utcnow
 from agentd.worker import EXIT_BOOT
@@ -82,6 +82,7 @@ class Supervisor:
         self._events: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
         self.ready_notified = False
         self._stopping = False
+        self.control_api = ControlAPI(self)  # the control socket's requests (agentd.protocol)
         self._exit_code = EXIT_OK
         self.progress = Progress()  # what the watchdog looks at to decide "stuck"
         self._pending_restarts: set[int] = set()
@@ -110,8 +111,9 @@ class Supervisor:
 
     async def _run_locked(self, claim: DatabaseClaim) -> int:
         try:
-            control = ControlServer(self.settings.control_socket_path, self._control)
+            control = ControlServer(self.settings.control_socket_path, self.control_api.handle)
             await control.start()
+            self.control_api.start()
         except (RuntimeError, OSError, ConfigError) as exc:
             log.error("cannot open the control socket: %s", exc)
             return EXIT_STARTUP
@@ -144,6 +146,7 @@ class Supervisor:
                 task.cancel()
             await asyncio.gather(*background, return_exceptions=True)
             await control.close()
+            await self.control_api.close()
             self.notifier.close()
         log.info("supervisor exiting with %d", self._exit_code)
         return self._exit_code
@@ -255,7 +258,7 @@ class Supervisor:
         child.exit_task = asyncio.create_task(child.proc.wait())
         child.exit_task.add_done_callback(lambda _t: self._events.put_nowait(("exit", child)))
         if child.reader is not None:
-            child.listen_task = asyncio.create_task(child.listen())
+            child.listen_task = asyncio.create_task(child.listen(self.control_api.relay))
 
     async def start_workers(self) -> None:
         workers = self.settings.daemon.workers
@@ -279,9 +282,7 @@ class Supervisor:
         if spare is not None:
             self.spare = None
             spare.ready_event.clear()
-            assign = {"type": "assign", "index": index, "workers": workers, "epoch": epoch}
-            assign.update({k: v for k, v in hello_message(self.settings).items() if k != "type"})
-            if await spare.send(assign):
+            if await spare.send(assign_message(self.settings, index=index, workers=workers, epoch=epoch)):
                 spare.role, spare.index, spare.epoch = "worker", index, epoch
                 spare.shards = shards_of_worker(index, workers, self.settings.storage.num_shards)
                 spare.started_at = spare.last_heartbeat = time.monotonic()
@@ -398,6 +399,3 @@ class Supervisor:
 
     def _maintenance_done(self, report: MaintenanceReport) -> None:
         self.last_maintenance = {"at": utcnow().isoformat(), **report.as_dict()}
-
-    async def _control(self, message: dict[str, Any]) -> dict[str, Any]:
-        return await control_request(self, message)

@@ -25,7 +25,8 @@ from agentctl.cli import cli
 from agentd.agents.base import AgentServices, GuidanceEffect, GuidanceError
 from agentd.agents.registry import agent_type
 from agentd.config import ConfigError, Settings, load_settings
-from agentd.control import ControlServer
+from agentd.control import ControlServer, Reply
+from agentd.protocol import ErrorReply
 from agentd.llm.offline import OfflineLLM
 from agentd.store.records import encode_json
 
@@ -147,13 +148,14 @@ control_lines = (
 def test_control_socket_survives_any_bytes(tmp_path: Path) -> None:
     """Random lines, a line over the limit, a half-closed connection: each gets an error or is closed."""
     path = tmp_path / "ctl.sock"
-    calls: list[dict[str, Any]] = []
+    calls: list[Any] = []
 
-    async def handler(message: dict[str, Any]) -> dict[str, Any]:
+    async def handler(message: Any, reply: Reply) -> None:
         calls.append(message)
-        if message.get("op") == "status":
-            return {"ok": True, "status": {}}
-        return {"ok": False, "error": f"unknown op {message.get('op')!r}"}
+        if message.op == "status":
+            await reply({"ok": True, "status": {}})
+        else:
+            await reply(ErrorReply(code="bad_request", error=f"unsupported op {message.op!r}"))
 
     examples: list[bytes] = []
 
@@ -181,7 +183,7 @@ def test_control_socket_survives_any_bytes(tmp_path: Path) -> None:
                 writer.close()
                 if reply:
                     answer = json.loads(reply.splitlines()[0])
-                    assert answer.get("ok") in (True, False)
+                    assert answer.get("ok") in (True, False) or answer.get("type") == "error"
             # A well-formed request still works after all that.
             reader, writer = await asyncio.open_unix_connection(str(path))
             writer.write(b'{"op": "status"}\n')
