@@ -10,20 +10,50 @@ and the gateway streams every session; the systemd unit sets it so that the data
 directory's owner-only mode is not bypassed through 127.0.0.1. The token is a secret: it never
 appears in a log line (``RedactSecrets`` scrubs the websockets debug log of the request line and
 headers) nor in an error message.
+
+The web console (``web.py``): a browser logs in once (``POST /login`` with the token in the
+``Authorization`` header, never in a URL) and gets an ``HttpOnly; SameSite=Strict`` cookie whose
+value is an HMAC of the token, so the cookie neither reveals the token nor outlives a change of
+it. Two browser attacks are closed here as well:
+
+- cross-site WebSocket hijacking: a browser sends cookies with a WebSocket handshake from any
+  page, so every handshake (every request) that carries an ``Origin`` must come from the
+  console's own origin or one of ``[gateway] allowed_origins`` (``origin_ok``). Clients that
+  send no ``Origin`` are not browsers and are not concerned.
+- DNS rebinding: a page of ``evil.example`` whose name is made to resolve to 127.0.0.1 is
+  same-origin with itself, so without a token the ``Host`` must be a loopback name
+  (``host_ok``); with a token, the cookie (bound to the real host) protects.
 """
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import ipaddress
 import logging
+from http.cookies import CookieError, SimpleCookie
 from urllib.parse import parse_qs, urlsplit
 
 from websockets.http11 import Request
 
 from agentd.config import GatewayConfig
 
-__all__ = ["GatewayConfigError", "RedactSecrets", "check_bind", "is_loopback", "request_token", "token_ok"]
+__all__ = [
+    "COOKIE_NAME",
+    "GatewayConfigError",
+    "RedactSecrets",
+    "authorized",
+    "check_bind",
+    "cookie_header",
+    "host_ok",
+    "is_loopback",
+    "origin_ok",
+    "request_token",
+    "token_ok",
+]
+
+COOKIE_NAME = "agentd_console"
+_COOKIE_CONTEXT = b"agentd console cookie v1"
 
 
 class GatewayConfigError(Exception):
@@ -84,6 +114,67 @@ def token_ok(request: Request, token: str) -> bool:
         return True
     given = request_token(request)
     return given is not None and hmac.compare_digest(given.encode(), token.encode())
+
+
+def _cookie_value(token: str) -> str:
+    return hmac.new(token.encode(), _COOKIE_CONTEXT, hashlib.sha256).hexdigest()
+
+
+def cookie_header(token: str, *, clear: bool = False) -> str:
+    """``Set-Cookie`` for a logged-in browser (or, with ``clear``, one that logs it out)."""
+    value = "" if clear else _cookie_value(token)
+    age = "; Max-Age=0" if clear else ""
+    return f"{COOKIE_NAME}={value}; Path=/; HttpOnly; SameSite=Strict{age}"
+
+
+def _request_cookie(request: Request) -> str | None:
+    for header in request.headers.get_all("Cookie"):
+        jar: SimpleCookie = SimpleCookie()
+        try:
+            jar.load(header)
+        except CookieError:
+            continue
+        if COOKIE_NAME in jar:
+            return jar[COOKIE_NAME].value
+    return None
+
+
+def authorized(request: Request, token: str) -> bool:
+    """The token rule of the gateway, plus the console's login cookie."""
+    if token_ok(request, token):
+        return True
+    given = _request_cookie(request)
+    return given is not None and hmac.compare_digest(given.encode(), _cookie_value(token).encode())
+
+
+def _host_name(host: str) -> str:
+    host = host.strip()
+    if host.startswith("["):
+        return host[1:].partition("]")[0]
+    return host.rpartition(":")[0] if host.count(":") == 1 else host
+
+
+def host_ok(request: Request, token: str) -> bool:
+    """Without a token, only loopback ``Host`` names (DNS rebinding); any host with one."""
+    if token:
+        return True
+    host = request.headers.get("Host")
+    return host is None or is_loopback(_host_name(host))
+
+
+def origin_ok(request: Request, allowed: list[str], token: str) -> bool:
+    """No ``Origin`` (not a browser), the console's own origin, or one listed in allowed_origins."""
+    origins = request.headers.get_all("Origin")
+    if not origins:
+        return True
+    if len(origins) > 1:
+        return False
+    origin = origins[0].strip().lower().rstrip("/")
+    if origin in {o.strip().lower().rstrip("/") for o in allowed}:
+        return True
+    host = (request.headers.get("Host") or "").strip().lower()
+    own = host and origin in (f"http://{host}", f"https://{host}")
+    return bool(own) and host_ok(request, token)
 
 
 class RedactSecrets(logging.Filter):

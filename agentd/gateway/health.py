@@ -14,6 +14,7 @@ listens on the gateway's port.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -48,6 +49,18 @@ class TailStats:
     duplicates_dropped: int = 0
     # Rows that could not be decoded (bad JSON column, failed validation): left out, logged once.
     quarantined: int = 0
+    # Set by the metrics (metrics.py): told each read's duration and each batch's age, in seconds.
+    observer: Callable[[str, str, float], None] | None = None
+
+    def record_read(self, seconds: float) -> None:
+        self.last_read_ms = seconds * 1000
+        if self.observer is not None:
+            self.observer(self.table, "read", seconds)
+
+    def record_age(self, seconds: float) -> None:
+        self.last_batch_age_s = seconds
+        if self.observer is not None:
+            self.observer(self.table, "age", seconds)
 
 
 @dataclass(slots=True)
@@ -57,6 +70,8 @@ class DeliveryStats:
     connections_total: int = 0
     rejected_unauthorized: int = 0
     rejected_full: int = 0
+    # Requests refused for their Origin or Host (cross-site WebSocket hijacking, DNS rebinding).
+    rejected_origin: int = 0
     snapshots: int = 0
     steps: int = 0
     messages: int = 0

@@ -22,9 +22,12 @@ from agentd.store.conversations import MessageRecord
 from agentd.store.steps import StepRecord
 
 __all__ = [
+    "CONTROL_KINDS",
     "OVERFLOW_REASON",
     "RESTART_REASON",
     "SINCE_LIMIT",
+    "AckEvent",
+    "ActionOp",
     "ClientOp",
     "CloseCodes",
     "ErrorCode",
@@ -33,6 +36,8 @@ __all__ = [
     "MessageEvent",
     "PingOp",
     "PongEvent",
+    "PostOp",
+    "PostedEvent",
     "SnapshotEvent",
     "SnapshotPageEvent",
     "StepBody",
@@ -76,8 +81,25 @@ class CloseCodes(IntEnum):
 
 
 ErrorCode = Literal[
-    "bad_json", "bad_frame", "unknown_op", "invalid", "bad_room", "too_big", "too_many_rooms", "unavailable"
+    "bad_json",
+    "bad_frame",
+    "unknown_op",
+    "invalid",
+    "bad_room",
+    "too_big",
+    "too_many_rooms",
+    "unavailable",
+    # A session room names the session under another agent id than its own.
+    "wrong_agent",
+    # Control ops on a read-only gateway ([gateway] control = false).
+    "forbidden",
+    # Control op outcomes: the worker refused it / no such session or conversation / no ack in time.
+    "rejected",
+    "not_found",
+    "timeout",
 ]
+# Actions the console may submit (create stays with agentctl: it needs a type's full config).
+CONTROL_KINDS = ("pause", "resume", "interrupt", "destroy")
 
 
 class _Op(BaseModel):
@@ -110,9 +132,37 @@ class PingOp(_Op):
     id: str | int | None = None
 
 
-ClientOp = Annotated[SubscribeOp | UnsubscribeOp | PingOp, Field(discriminator="op")]
-_CLIENT_OP: TypeAdapter[SubscribeOp | UnsubscribeOp | PingOp] = TypeAdapter(ClientOp)
-_KNOWN_OPS = ("subscribe", "unsubscribe", "ping")
+class ActionOp(_Op):
+    """``{"op":"action","kind":"pause","session_id":...}``: a control action, answered by an ``ack``.
+
+    It goes through the daemon's control API (the path agentctl uses); ``id`` is echoed in the
+    ``ack`` so a client can match answers to the ops it sent. ``payload`` is the action's
+    payload as agentctl builds it: ``{"guidance": {...} | "free text", "now": bool}`` for
+    ``interrupt``, ``{"reason": "..."}`` for ``destroy``.
+    """
+
+    op: Literal["action"]
+    kind: Literal["pause", "resume", "interrupt", "destroy"]
+    session_id: Annotated[str, Field(min_length=1, max_length=128)]
+    payload: dict[str, Any] = Field(default_factory=dict)
+    id: str | int | None = None
+    timeout: Annotated[float, Field(gt=0, le=120)] = 30.0
+
+
+class PostOp(_Op):
+    """``{"op":"post","conversation_id":...,"text":...}``: a user message, answered ``posted``."""
+
+    op: Literal["post"]
+    conversation_id: Annotated[str, Field(min_length=1, max_length=128)]
+    text: Annotated[str, Field(min_length=1, max_length=10_000)]
+    author: Annotated[str, Field(min_length=1, max_length=128)] = "user"
+    id: str | int | None = None
+
+
+ClientFrame = SubscribeOp | UnsubscribeOp | PingOp | ActionOp | PostOp
+ClientOp = Annotated[ClientFrame, Field(discriminator="op")]
+_CLIENT_OP: TypeAdapter[ClientFrame] = TypeAdapter(ClientOp)
+_KNOWN_OPS = ("subscribe", "unsubscribe", "ping", "action", "post")
 
 
 class _Event(BaseModel):
@@ -200,6 +250,38 @@ class PongEvent(_Event):
     id: str | int | None = None
 
 
+class AckEvent(_Event):
+    """The answer to an ``action`` op: the worker's acknowledgement, or why there is none.
+
+    ``status`` is ``done`` or ``failed`` (with ``code`` ``rejected`` or ``not_found``) once a
+    worker acknowledged; ``pending`` (code ``timeout``) when none did in time: the action stays
+    queued and is applied when a worker claims it. ``seq`` is the step the action applied at.
+    """
+
+    type: Literal["ack"] = "ack"
+    id: str | int | None = None
+    action_id: str | None
+    session_id: str
+    kind: str
+    status: Literal["done", "failed", "pending"]
+    result: dict[str, Any] | None = None
+    error: str | None = None
+    code: ErrorCode | None = None
+    seq: int | None = None
+
+
+class PostedEvent(_Event):
+    """The answer to a ``post`` op: the new message's id, or (``failed``) why it was not posted."""
+
+    type: Literal["posted"] = "posted"
+    id: str | int | None = None
+    conversation_id: str
+    status: Literal["done", "failed"] = "done"
+    message_id: str | None = None
+    error: str | None = None
+    code: ErrorCode | None = None
+
+
 class UnsubscribedEvent(_Event):
     type: Literal["unsubscribed"] = "unsubscribed"
     room: str
@@ -238,7 +320,7 @@ def _describe(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
-def parse_client_frame(data: bytes | str) -> SubscribeOp | UnsubscribeOp | PingOp | ErrorEvent:
+def parse_client_frame(data: bytes | str) -> ClientFrame | ErrorEvent:
     """Decode one client frame; a problem becomes an ErrorEvent to send back, never an exception."""
     try:
         obj = json.loads(data)

@@ -15,25 +15,31 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import http
 import logging
 import os
 import resource
 import signal
+import socket
 from typing import Any
 from urllib.parse import quote, quote_plus
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
 
-from agentd.config import Settings
-from agentd.gateway.auth import GatewayConfigError, RedactSecrets, check_bind, token_ok
-from agentd.gateway.health import GatewayStats, HealthReport, HealthSummary
+from agentd.config import ConfigError, Settings
+from agentd.gateway.auth import GatewayConfigError, RedactSecrets, check_bind
+from agentd.gateway.control_bridge import ControlBridge
+from agentd.gateway.control_ops import ControlOps
+from agentd.gateway.health import GatewayStats, HealthReport
+from agentd.gateway.metrics import GatewayMetrics
 from agentd.gateway.protocol import RESTART_REASON, CloseCodes
+from agentd.gateway.read_api import ReadApi
 from agentd.gateway.rooms import RoomRegistry
 from agentd.gateway.subscriber import Connection
 from agentd.gateway.subscription import GatewayContext
 from agentd.gateway.tailer import MessageTail, StepTail
+from agentd.gateway.web import route
+from agentd.protocol import CommitHint, parse_parent_message
 from agentd.store import Store, StoreError
 
 __all__ = [
@@ -70,7 +76,7 @@ class GatewayStarted(asyncio.Event):
 class Gateway:
     """Store connection + step/message tails + websockets server. ``start()`` then ``close()``."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, hint_fd: int | None = None) -> None:
         check_bind(settings.gateway)
         self.settings = settings
         self.config = settings.gateway
@@ -79,6 +85,14 @@ class Gateway:
         self.store: Any = None
         self.steps: StepTail | None = None
         self.messages: MessageTail | None = None
+        # The console's reads and write ops: set by start() once the store is open.
+        self.read_api: ReadApi | None = None
+        self.control_ops: ControlOps | None = None
+        # The supervisor's channel (commit hints), when run as its child; read by _read_hints().
+        self._hint_fd = hint_fd
+        self._hint_task: asyncio.Task[None] | None = None
+        self.hints_received = 0
+        self.metrics = GatewayMetrics(self)
         # Tail tasks, connections: set by start() / the handler; emptied by close().
         self.tasks: list[asyncio.Task[None]] = []
         self.connections: set[Connection] = set()
@@ -107,8 +121,26 @@ class Gateway:
         self.messages = MessageTail(
             self.store.messages, self.registry, self.stats.messages, poll_interval=poll, chunk=chunk
         )
+        self.stats.steps.observer = self.stats.messages.observer = self.metrics.observer()
         await self.steps.start()
         await self.messages.start()
+        socket_path, problem = None, None
+        try:
+            socket_path = self.settings.control_socket_path
+        except ConfigError as exc:
+            problem = str(exc)
+        self.control_ops = ControlOps(
+            bridge=ControlBridge(self.store, socket_path, problem),
+            store=self.store,
+            enabled=self.config.control,
+            outcomes={},
+        )
+        self.read_api = ReadApi(
+            self.store,
+            heartbeat_interval=self.settings.runtime.heartbeat_interval,
+            socket=socket_path,
+            health=self.health,
+        )
         self._ctx = GatewayContext(
             store=self.store,
             registry=self.registry,
@@ -118,6 +150,7 @@ class Gateway:
             max_queue=self.config.max_queue,
             max_frame_bytes=self.config.max_frame_bytes,
             close_timeout=CLOSE_TIMEOUT,
+            control=self.control_ops,
         )
         self.tasks = [
             asyncio.create_task(self.steps.run(), name="gateway-tail-steps"),
@@ -134,8 +167,48 @@ class Gateway:
             close_timeout=CLOSE_TIMEOUT,
             logger=logging.getLogger(WS_LOGGER),
         )
-        log.info("gateway listening on ws://%s:%d", self.config.host or "*", self.port)
+        if self._hint_fd is not None:
+            self._hint_task = asyncio.create_task(self._read_hints(self._hint_fd), name="gateway-hints")
+        log.info(
+            "gateway listening on ws://%s:%d (console: http://%s:%d/)",
+            self.config.host or "*",
+            self.port,
+            self.config.host or "127.0.0.1",
+            self.port,
+        )
         return True
+
+    async def _read_hints(self, fd: int) -> None:
+        """Commit hints from the supervisor: read the named tables at once (the poll stays the fallback).
+
+        Ends at EOF (the supervisor is gone; the parent-death signal stops us). A line that
+        does not parse is logged and skipped: a hint is only ever a latency hint.
+        """
+        sock = socket.socket(fileno=fd)
+        sock.setblocking(False)
+        reader, writer = await asyncio.open_connection(sock=sock, limit=1 << 20)
+        try:
+            while line := await reader.readline():
+                try:
+                    message = parse_parent_message(line)
+                except ValueError as exc:
+                    log.debug("ignoring a message from the supervisor: %s", exc)
+                    continue
+                if isinstance(message, CommitHint):
+                    self.hints_received += 1
+                    self.hint(message)
+        except (ConnectionError, ValueError) as exc:
+            log.debug("supervisor channel closed: %s", exc)
+        finally:
+            writer.close()
+
+    def hint(self, message: CommitHint) -> None:
+        """A worker committed rows of these sessions/conversations: poll those tables now."""
+        both = not message.sessions and not message.conversations
+        if self.steps is not None and (message.sessions or both):
+            self.steps.poke()
+        if self.messages is not None and (message.conversations or both):
+            self.messages.poke()
 
     async def _open_store(self, stop: asyncio.Event | None) -> Any:
         storage = self.settings.storage
@@ -170,26 +243,8 @@ class Gateway:
             stall_after=max(10.0, 50 * self.config.poll_interval),
         )
 
-    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
-        path = request.path.partition("?")[0]
-        if path == "/healthz":
-            # Anyone gets the summary (a probe needs no token); the detail needs the token.
-            report = self.health()
-            body: HealthSummary = report if token_ok(request, self.config.token) else report.summary()
-            status = http.HTTPStatus.OK if report.status == "ok" else http.HTTPStatus.SERVICE_UNAVAILABLE
-            response = connection.respond(status, body.model_dump_json() + "\n")
-            del response.headers["Content-Type"]
-            response.headers["Content-Type"] = "application/json"
-            return response
-        if not token_ok(request, self.config.token):
-            self.stats.delivery.rejected_unauthorized += 1
-            response = connection.respond(http.HTTPStatus.UNAUTHORIZED, "missing or wrong gateway token\n")
-            response.headers["WWW-Authenticate"] = 'Bearer realm="agentd"'
-            return response
-        if len(self.connections) >= self.config.max_connections:
-            self.stats.delivery.rejected_full += 1
-            return connection.respond(http.HTTPStatus.SERVICE_UNAVAILABLE, "too many connections\n")
-        return None
+    async def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        return await route(self, connection, request)
 
     async def _handle(self, ws: ServerConnection) -> None:
         assert self._ctx is not None
@@ -211,9 +266,10 @@ class Gateway:
             return
         self._closed = asyncio.get_running_loop().create_future()
         try:
-            for task in self.tasks:
+            background = [*self.tasks, *([self._hint_task] if self._hint_task is not None else [])]
+            for task in background:
                 task.cancel()
-            await asyncio.gather(*self.tasks, return_exceptions=True)
+            await asyncio.gather(*background, return_exceptions=True)
             if self._server is not None:
                 self._server.close(close_connections=False)
                 await asyncio.gather(*(c.close(code, reason) for c in list(self.connections)))
@@ -225,15 +281,20 @@ class Gateway:
 
 
 async def serve_gateway(
-    settings: Settings, *, started: asyncio.Event | None = None, stop: asyncio.Event | None = None
+    settings: Settings,
+    *,
+    started: asyncio.Event | None = None,
+    stop: asyncio.Event | None = None,
+    hint_fd: int | None = None,
 ) -> None:
     """Run the gateway until ``stop`` is set (or the task is cancelled), then close with 1012.
 
     ``started`` is set once it listens; pass a ``GatewayStarted`` to also learn the bound port.
     Raises GatewayConfigError for a non-loopback bind without a token, StoreError for a
     database it cannot use, and re-raises a tail task's unexpected failure after shutting down.
+    ``hint_fd`` is the supervisor's channel carrying commit hints (``agentd.protocol.CommitHint``).
     """
-    gateway = Gateway(settings)
+    gateway = Gateway(settings, hint_fd=hint_fd)
     try:
         if not await gateway.start(stop=stop):
             return
@@ -269,7 +330,7 @@ def _raise_fd_limit(connections: int) -> None:
             log.warning("open-file limit %d is below max_connections=%d", new, connections)
 
 
-def run_gateway(settings: Settings) -> int:
+def run_gateway(settings: Settings, *, hint_fd: int | None = None) -> int:
     """Run the gateway in this process on uvloop; SIGTERM/SIGINT stop it gracefully (1012).
 
     A second signal forces the stop. Returns EXIT_OK, EXIT_FAILURE, or EXIT_CONFIG when the
@@ -286,10 +347,10 @@ def run_gateway(settings: Settings) -> int:
     import uvloop
 
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(_main(settings))
+        return runner.run(_main(settings, hint_fd))
 
 
-async def _main(settings: Settings) -> int:
+async def _main(settings: Settings, hint_fd: int | None = None) -> int:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     main = asyncio.current_task()
@@ -307,7 +368,7 @@ async def _main(settings: Settings) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal, signum)
     try:
-        await serve_gateway(settings, stop=stop)
+        await serve_gateway(settings, stop=stop, hint_fd=hint_fd)
         return EXIT_OK
     except asyncio.CancelledError:
         return EXIT_FAILURE

@@ -40,7 +40,7 @@ from agentd.store.sessions import SessionRecord, get_session
 from agentd.store.sql import sql_in, sql_str
 from agentd.store.steps import StepRecord, read_steps_between_versions
 
-__all__ = ["FRAME_BUDGET", "SNAPSHOT_MAX_ITEMS", "SNAPSHOT_PAGE_ROWS", "Snapshot", "build_snapshot"]
+__all__ = ["FRAME_BUDGET", "SNAPSHOT_MAX_ITEMS", "SNAPSHOT_PAGE_ROWS", "Snapshot", "WrongAgent", "build_snapshot"]
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +53,14 @@ FRAME_BUDGET = 256 * 1024
 
 Since = int | dict[str, int]
 StepPages = AsyncGenerator[tuple[list[str], dict[str, int]], None]
+
+
+class WrongAgent(ValueError):
+    """``run::<agent_id>::<session_id>`` names a session that exists under another agent id.
+
+    Without this the room would be an empty snapshot and then silence (its steps are filed
+    under the other agent), which looks exactly like a session that never ticks.
+    """
 
 
 @dataclass(slots=True)
@@ -117,7 +125,12 @@ async def build_snapshot(store: Any, room: Room, since: Since, upto: int) -> Sna
         if not isinstance(since, int):
             raise ValueError("since must be an integer for a session room")
         record = await get_session(store.sessions, room.session_id)
-        state = record.model_dump_json() if record and record.agent_id == room.agent_id else "null"
+        if record is not None and record.agent_id != room.agent_id:
+            raise WrongAgent(
+                f"session {room.session_id} belongs to agent {record.agent_id!r}, not {room.agent_id!r}; "
+                f"subscribe to run::{record.agent_id}::{room.session_id}"
+            )
+        state = record.model_dump_json() if record else "null"
         scope = f"session_id = {sql_str(room.session_id)} AND agent_id = {sql_str(room.agent_id)}"
         chunks, width = [], SNAPSHOT_MAX_ITEMS
     else:

@@ -33,12 +33,15 @@ from collections import deque
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
+from agentd.gateway.control_ops import MAX_IN_FLIGHT
 from agentd.gateway.protocol import (
     OVERFLOW_REASON,
+    ActionOp,
     CloseCodes,
     ErrorEvent,
     PingOp,
     PongEvent,
+    PostOp,
     SubscribeOp,
     UnsubscribedEvent,
     UnsubscribeOp,
@@ -46,7 +49,7 @@ from agentd.gateway.protocol import (
     parse_client_frame,
 )
 from agentd.gateway.rooms import AgentRoom, ConvRoom, RoomError, parse_room
-from agentd.gateway.snapshot import build_snapshot
+from agentd.gateway.snapshot import WrongAgent, build_snapshot
 from agentd.gateway.subscription import (
     GatewayContext,
     Item,
@@ -86,6 +89,9 @@ class Connection:
         self.sent = 0
         self._sender: asyncio.Task[None] | None = None
         self._close_task: asyncio.Task[None] | None = None
+        # Control ops waiting for their answer (control_ops.py); cancelled when the connection ends.
+        self._ops: set[asyncio.Task[None]] = set()
+        self._op_slots = asyncio.Semaphore(MAX_IN_FLIGHT)
 
     async def serve(self) -> None:
         self._sender = asyncio.create_task(self._send_loop(), name="gateway-sender")
@@ -96,7 +102,9 @@ class Connection:
             self._uncrowd()
             self._drop_subscriptions()
             self._sender.cancel()
-            await asyncio.gather(self._sender, return_exceptions=True)
+            for task in self._ops:
+                task.cancel()
+            await asyncio.gather(self._sender, *self._ops, return_exceptions=True)
             if self._close_task is not None:
                 await asyncio.gather(self._close_task, return_exceptions=True)
 
@@ -201,6 +209,27 @@ class Connection:
                 await self._unsubscribe(op)
             elif isinstance(op, PingOp):
                 await self._reply(PongEvent(id=op.id).model_dump_json())
+            else:
+                await self._control(op)
+
+    async def _control(self, op: ActionOp | PostOp) -> None:
+        """Run a write op as its own task (it waits for an ack); the reader goes on reading."""
+        control = self.ctx.control
+        if control is None:
+            await self._error(ErrorEvent(error="control is not available here", code="unavailable", op=op.op))
+            return
+        await self._op_slots.acquire()
+
+        async def run() -> None:
+            try:
+                frame = await (control.action(op) if isinstance(op, ActionOp) else control.post(op))
+                await self._reply(frame)
+            finally:
+                self._op_slots.release()
+
+        task = asyncio.create_task(run(), name=f"gateway-{op.op}")
+        self._ops.add(task)
+        task.add_done_callback(self._ops.discard)
 
     async def _subscribe(self, op: SubscribeOp) -> None:
         try:
@@ -339,12 +368,14 @@ class Connection:
             return
         exc = task.exception()
         if exc is not None:
-            log.warning("snapshot of %s failed: %s", sub.name, exc, exc_info=exc)
+            if not isinstance(exc, WrongAgent):
+                log.warning("snapshot of %s failed: %s", sub.name, exc, exc_info=exc)
             if self.subs.get(sub.name) is sub:
                 del self.subs[sub.name]
             self._deactivate(sub)
             self.ctx.stats.errors_sent += 1
             code = "invalid" if isinstance(exc, ValueError) else "unavailable"
+            code = "wrong_agent" if isinstance(exc, WrongAgent) else code
             await self.ws.send(
                 ErrorEvent(error=f"snapshot failed: {exc}", code=code, op="subscribe", room=sub.name).model_dump_json()
             )

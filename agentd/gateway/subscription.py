@@ -17,6 +17,7 @@ from agentd.gateway.tailer import TableTail
 from agentd.store.conversations import MessageRecord
 
 if TYPE_CHECKING:
+    from agentd.gateway.control_ops import ControlOps
     from agentd.gateway.subscriber import Connection
 
 __all__ = ["GatewayContext", "Item", "MessageItem", "SnapshotItem", "Subscription", "TextItem"]
@@ -35,6 +36,8 @@ class GatewayContext:
     max_frame_bytes: int
     # Deadline for a closing handshake; a peer that does not read is aborted after it.
     close_timeout: float
+    # The console's write ops (action, post); None answers them as unavailable.
+    control: ControlOps | None = None
 
 
 @dataclass(eq=False, slots=True)

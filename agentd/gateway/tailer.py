@@ -220,7 +220,7 @@ class StepTail(TableTail):
     async def prepare(self, after: int, upto: int) -> _StepBatch:
         started = time.perf_counter()
         rows: pa.Table = await read_steps_between_versions(self.table, after, upto)
-        self.stats.last_read_ms = (time.perf_counter() - started) * 1000
+        self.stats.record_read(time.perf_counter() - started)
         self.stats.reads += 1
         self.stats.rows += rows.num_rows
         if rows.num_rows == 0:
@@ -275,7 +275,7 @@ class StepTail(TableTail):
             ordered += self._release(session_id, batch.records.get(session_id, []))
         if ordered:
             newest = max(r.ts for r in ordered)
-            self.stats.last_batch_age_s = (utcnow() - newest).total_seconds()
+            self.stats.record_age((utcnow() - newest).total_seconds())
         return ordered
 
     def dispatch(self, items: list[StepRecord], version: int) -> None:
@@ -342,7 +342,7 @@ class MessageTail(TableTail):
         clause = f"{VERSION_COLUMN} > {int(after)} AND {VERSION_COLUMN} <= {int(upto)}"
         started = time.perf_counter()
         rows: pa.Table = await self.table.query().where(clause).select(MESSAGE_COLUMNS).to_arrow()
-        self.stats.last_read_ms = (time.perf_counter() - started) * 1000
+        self.stats.record_read(time.perf_counter() - started)
         self.stats.reads += 1
         self.stats.rows += rows.num_rows
         if rows.num_rows == 0:
@@ -357,7 +357,7 @@ class MessageTail(TableTail):
 
     def commit(self, batch: list[MessageRecord]) -> list[MessageRecord]:
         if batch:
-            self.stats.last_batch_age_s = (utcnow() - max(m.created_at for m in batch)).total_seconds()
+            self.stats.record_age((utcnow() - max(m.created_at for m in batch)).total_seconds())
         return batch
 
     def dispatch(self, items: list[MessageRecord], version: int) -> None:

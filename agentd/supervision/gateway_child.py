@@ -3,7 +3,9 @@
 The same gateway as ``agentd gateway``, but it runs the settings the supervisor validated and
 sent as the first line on fd ``--control-fd`` (``agentd.supervision.handoff``), never a fresh
 read of ``config.toml``: a file broken on disk after start must not keep a restarted gateway
-from coming back. The channel carries nothing else; it is closed once the settings are read.
+from coming back. After the settings the channel carries the workers' commit hints
+(``agentd.protocol.CommitHint``, forwarded by the supervisor), so the gateway reads new rows at
+once instead of at its next poll.
 Like every child, it exits when the supervisor dies (parent-death signal).
 """
 
@@ -34,14 +36,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = read_hello(args.control_fd)
     except ConfigError as exc:
+        os.close(args.control_fd)
         sys.stderr.write(f"agentd gateway: {exc}\n")  # logging is not configured yet
         return EXIT_NO_SETTINGS
-    finally:
-        os.close(args.control_fd)
     configure_logging(settings.logging, role="gateway")
     from agentd.gateway.server import run_gateway
 
-    return run_gateway(settings)
+    # The channel stays open: the supervisor forwards the workers' commit hints on it.
+    return run_gateway(settings, hint_fd=args.control_fd)
 
 
 if __name__ == "__main__":

@@ -78,7 +78,7 @@ def test_500_malformed_frames_500_errors_connection_usable_others_unaffected(db_
             assert codes == {"bad_json", "bad_frame", "unknown_op", "bad_room", "invalid", "too_big"}
             assert errors[3] == {
                 "type": "error",
-                "error": "unknown op 'dance'; expected one of subscribe, unsubscribe, ping",
+                "error": "unknown op 'dance'; expected one of subscribe, unsubscribe, ping, action, post",
                 "code": "unknown_op",
                 "op": "dance",
                 "room": None,

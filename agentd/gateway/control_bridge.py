@@ -1,0 +1,211 @@
+"""Actions from the console, submitted through the daemon's control API (agentctl's path).
+
+Why one small module: the browser's ``action`` op must take exactly the path ``agentctl`` takes
+(the daemon's owner-only control socket, ``agentd.protocol.SubmitRequest`` with ``wait``: the
+supervisor group-commits the action into the ``actions`` table, wakes the owning worker, and
+pushes the worker's acknowledgement back). A supervisor that does not speak ``submit`` yet
+(an older daemon still running during an upgrade) answers ``bad_request``; then, and only then,
+the gateway falls back to the queue path that agentctl used before the control API: append the
+row (``ActionQueue.enqueue``), send a ``wake`` hint for its shard, poll the row until a worker
+acknowledges it. The table is the source of truth either way, so the fallback is never wrong,
+only slower. With no daemon answering at all, nothing is queued: the console says so at once
+instead of leaving an action to fire at some later start.
+
+The outcome is always an ``AckEvent``; ``seq`` (the step the action applied at) comes from the
+acknowledgement's result or, when it has none, from the step that records the action's id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from agentd.control import DaemonUnreachable, request
+from agentd.gateway.protocol import AckEvent, ActionOp
+from agentd.protocol import Accepted, AckReply, End, ErrorReply, ResultReply, SubmitRequest, dump_line, parse_reply
+from agentd.queue import ActionQueue
+from agentd.store.sql import sql_str
+
+__all__ = ["NO_DAEMON", "ControlBridge"]
+
+log = logging.getLogger(__name__)
+
+NO_DAEMON = "no daemon answers on the control socket (is `agentd run` running with this config?)"
+# Reading one reply line; acks may take up to the op's timeout, so this bounds each line only.
+LINE_LIMIT = 16 * 1024 * 1024
+HINT_TIMEOUT = 0.5
+
+
+class _Unsupported(Exception):
+    """The daemon on the socket does not speak ``submit`` (older supervisor)."""
+
+
+@dataclass(slots=True)
+class ControlBridge:
+    """Submits console actions for one gateway; ``socket`` is None when the config has no socket path."""
+
+    store: Any
+    socket: Path | None
+    socket_problem: str | None = None
+
+    async def submit(self, op: ActionOp) -> AckEvent:
+        """Queue ``op`` through the daemon and wait for its acknowledgement (at most ``op.timeout``)."""
+        if self.socket is None:
+            return _failed(op, self.socket_problem or NO_DAEMON, "unavailable")
+        try:
+            ack = await self._submit_api(op)
+        except _Unsupported:
+            ack = await self._submit_queue(op)
+        except DaemonUnreachable as exc:
+            log.info("console action %s of %s not queued: %s", op.kind, op.session_id, exc)
+            return _failed(op, f"{NO_DAEMON}; nothing was queued", "unavailable")
+        if ack.status == "done" and ack.seq is None and ack.action_id is not None:
+            ack.seq = await self._applied_seq(ack.session_id, ack.action_id)
+        return ack
+
+    async def _submit_api(self, op: ActionOp) -> AckEvent:
+        item = {"kind": op.kind, "session_id": op.session_id, "payload": op.payload}
+        message = SubmitRequest(items=[item], wait=True, timeout=op.timeout)
+        assert self.socket is not None
+        try:
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_unix_connection(str(self.socket), limit=LINE_LIMIT), timeout=HINT_TIMEOUT * 4
+            )
+        except (OSError, TimeoutError) as exc:
+            raise DaemonUnreachable(str(exc)) from exc
+        action_id: str | None = None
+        try:
+            writer.write(dump_line(message))
+            await writer.drain()
+            async with asyncio.timeout(op.timeout + 5):
+                while True:
+                    line = await reader.readline()
+                    if not line:
+                        raise DaemonUnreachable("the daemon closed the connection")
+                    reply = _parse(line)
+                    if isinstance(reply, ErrorReply):
+                        if reply.code in ("bad_request", "version"):
+                            raise _Unsupported(reply.error)
+                        return _failed(op, reply.error, "unavailable")
+                    if isinstance(reply, Accepted):
+                        if reply.invalid:
+                            bad = reply.invalid[0]
+                            code = "not_found" if bad.code == "not_found" else "invalid"
+                            return _failed(op, bad.error, code)
+                        action_id = reply.actions[0].action_id if reply.actions else None
+                    elif isinstance(reply, AckReply):
+                        return _from_ack(op, reply)
+                    elif isinstance(reply, End):
+                        return _pending(op, action_id)
+        except TimeoutError:
+            return _pending(op, action_id)
+        except (OSError, ConnectionError) as exc:
+            raise DaemonUnreachable(str(exc)) from exc
+        finally:
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+    async def _submit_queue(self, op: ActionOp) -> AckEvent:
+        """The pre-control-API path: append, hint, poll (what agentctl did; the table decides)."""
+        queue = ActionQueue(self.store.actions, self.store.num_shards)
+        action = await queue.enqueue(op.kind, op.session_id, op.payload)
+        assert self.socket is not None
+        with contextlib.suppress(DaemonUnreachable):
+            await request(self.socket, {"op": "wake", "shard": action.shard}, timeout=HINT_TIMEOUT)
+        record = await queue.wait(action.action_id, timeout=op.timeout)
+        if record is None:
+            return _pending(op, action.action_id)
+        if record.status == "done":
+            return AckEvent(
+                id=op.id,
+                action_id=record.action_id,
+                session_id=record.session_id,
+                kind=record.kind,
+                status="done",
+                result=record.result,
+                seq=_seq_of(record.result),
+            )
+        error = record.error or f"{record.kind} failed"
+        typed = getattr(record, "error_code", None)  # the typed error code, where the queue records one
+        code = "not_found" if typed == "not_found" or error.startswith("unknown session") else "rejected"
+        return _failed(op, error, code, action_id=record.action_id, result=record.result)
+
+    async def _applied_seq(self, session_id: str, action_id: str) -> int | None:
+        """The seq of the step that records ``action_id`` (steps carry the action that caused them)."""
+        try:
+            clause = f"session_id = {sql_str(session_id)} AND action_id = {sql_str(action_id)}"
+            rows = await self.store.steps.query().where(clause).select(["seq"]).to_arrow()
+        except Exception as exc:  # the ack stands without its seq
+            log.debug("seq of action %s not read: %s", action_id, exc)
+            return None
+        seqs = rows.column("seq").to_pylist() if rows.num_rows else []
+        return int(max(seqs)) if seqs else None
+
+
+def _parse(line: bytes) -> Accepted | AckReply | End | ResultReply | ErrorReply:
+    try:
+        return parse_reply(line)
+    except ValueError as exc:
+        # An old supervisor answers {"ok": false, "error": "unknown op 'submit' ..."}.
+        if b'"ok"' in line:
+            raise _Unsupported(line.decode(errors="replace")[:200]) from exc
+        raise
+
+
+def _seq_of(result: dict[str, Any] | None) -> int | None:
+    value = (result or {}).get("seq")
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _from_ack(op: ActionOp, reply: AckReply) -> AckEvent:
+    if reply.status == "done":
+        return AckEvent(
+            id=op.id,
+            action_id=reply.action_id,
+            session_id=reply.session_id,
+            kind=reply.kind,
+            status="done",
+            result=reply.result,
+            seq=_seq_of(reply.result),
+        )
+    code = "not_found" if reply.code == "not_found" else "rejected"
+    error = reply.error or f"{reply.kind} {reply.status}"
+    return _failed(op, error, code, action_id=reply.action_id, result=reply.result)
+
+
+def _failed(
+    op: ActionOp,
+    error: str,
+    code: Any,
+    *,
+    action_id: str | None = None,
+    result: dict[str, Any] | None = None,
+) -> AckEvent:
+    return AckEvent(
+        id=op.id,
+        action_id=action_id,
+        session_id=op.session_id,
+        kind=op.kind,
+        status="failed",
+        error=error,
+        code=code,
+        result=result,
+    )
+
+
+def _pending(op: ActionOp, action_id: str | None) -> AckEvent:
+    return AckEvent(
+        id=op.id,
+        action_id=action_id,
+        session_id=op.session_id,
+        kind=op.kind,
+        status="pending",
+        error=f"no worker acknowledged the {op.kind} within {op.timeout:g}s; it stays queued and is applied "
+        "when a worker claims it",
+        code="timeout",
+    )

@@ -1,0 +1,210 @@
+"""The web console in a real headless Chromium against the real daemon (issue 14).
+
+One daemon (one worker, the gateway on a free port) serves the whole module: the page is
+opened as a person would, watches a session tick, pauses it (no new steps), guides it (the
+context changes), resumes and destroys it; posts to a conversation and sees the persona reply;
+runs a fleet operation; and a page of another origin fails to open a WebSocket. Screenshots of
+every view, at 1280x800 and at a phone width, land in ``artifacts/console/``.
+"""
+
+from __future__ import annotations
+
+import http.server
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .consoletools import (
+    DESKTOP,
+    PHONE,
+    artifacts_dir,
+    chromium_path,
+    console_daemon,
+    create_sessions,
+)
+
+pytestmark = pytest.mark.timeout(90)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    executable = chromium_path()
+    from playwright.sync_api import sync_playwright
+
+    tmp = tmp_path_factory.mktemp("console")
+    with console_daemon(tmp) as (daemon, port):
+        sids, cid, persona = create_sessions(daemon, jokes=4)  # before Playwright runs its own loop
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=executable, args=["--no-sandbox", "--disable-gpu"])
+            try:
+                yield {"daemon": daemon, "port": port, "sids": sids, "cid": cid, "persona": persona, "browser": browser}
+            finally:
+                browser.close()
+
+
+def _page(world: dict[str, Any], size: dict[str, int] = DESKTOP) -> Any:
+    page = world["browser"].new_page(viewport=size)
+    page.set_default_timeout(15_000)
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.errors = errors
+    return page
+
+
+def _url(world: dict[str, Any], path: str = "/") -> str:
+    return f"http://127.0.0.1:{world['port']}{path}"
+
+
+def _shot(page: Any, name: str) -> None:
+    page.screenshot(path=str(artifacts_dir() / f"{name}.png"), full_page=False)
+
+
+def _top_seq(page: Any) -> int:
+    first = page.locator("#steps li").first
+    return int(first.get_attribute("data-seq") or 0)
+
+
+def test_session_live_pause_guide_resume_destroy(world: dict[str, Any]) -> None:
+    page = _page(world)
+    sid = world["sids"][0]
+    page.goto(_url(world))
+    page.wait_for_selector(f"tr[data-session='{sid}']")
+    page.wait_for_selector("#conn[data-state='live']")
+    _shot(page, "fleet-1280")
+
+    page.click(f"a[href='/ui/session/{sid}']")
+    page.wait_for_selector("#steps li")
+    first = _top_seq(page)
+    page.wait_for_function(f"() => Number(document.querySelector('#steps li').dataset.seq) >= {first + 3}")
+    _shot(page, "session-1280")
+
+    page.click("button[data-action='pause']")
+    page.wait_for_selector("#ack.ok")
+    assert "pause acknowledged at seq" in page.inner_text("#ack")
+    paused_at = _top_seq(page)
+    time.sleep(1.5)  # five tick intervals: a running session would have ticked
+    assert _top_seq(page) == paused_at, "a paused session still ticks"
+
+    page.fill("#guidance", "about cats")
+    page.click("form.guide button[type=submit]")
+    page.wait_for_function("() => document.querySelector('#ack').textContent.includes('interrupt acknowledged')")
+    page.wait_for_function("() => document.querySelector('#context').textContent.includes('cats')")
+    assert _top_seq(page) == paused_at + 1  # the guidance step only, still no tick
+
+    page.click("button[data-action='resume']")
+    page.wait_for_function("() => document.querySelector('#ack').textContent.includes('resume acknowledged')")
+    page.wait_for_function(f"() => Number(document.querySelector('#steps li').dataset.seq) >= {paused_at + 4}")
+    assert "cats" in page.inner_text("#steps li .text").lower()
+
+    page.click("button[data-action='destroy']")
+    page.click("#confirm-ok")
+    page.wait_for_function("() => document.querySelector('#ack').textContent.includes('destroy acknowledged')")
+    page.wait_for_selector(".meta .badge.s-stopped")
+    stopped_at = _top_seq(page)
+    time.sleep(0.8)
+    assert _top_seq(page) == stopped_at
+    _shot(page, "session-after-destroy-1280")
+    assert not page.errors, page.errors
+
+
+def test_conversation_post_and_persona_reply(world: dict[str, Any]) -> None:
+    page = _page(world)
+    page.goto(_url(world, f"/ui/conversation/{world['cid']}"))
+    page.wait_for_selector("#participants li b")
+    page.fill("#author", "alice")
+    page.fill("#message", "Who wants tea?")
+    page.click("form.composer button[type=submit]")
+    page.wait_for_selector("#messages li.r-user >> text=Who wants tea?")
+    page.wait_for_selector("#messages li.r-agent", timeout=20_000)
+    assert "Ada" in page.inner_text("#messages li.r-agent .who")
+    _shot(page, "conversation-1280")
+    assert not page.errors, page.errors
+
+
+def test_fleet_operation_with_confirmation(world: dict[str, Any]) -> None:
+    page = _page(world)
+    page.goto(_url(world, "/ui/fleet"))
+    targets = world["sids"][1:3]
+    for sid in targets:
+        page.check(f"tr[data-session='{sid}'] input[type=checkbox]")
+    page.click("button[data-bulk='pause']")
+    page.wait_for_selector("dialog#confirm[open]")
+    _shot(page, "fleet-confirm-1280")
+    page.click("#confirm-ok")
+    page.wait_for_function("() => document.querySelector('.bulk-result').textContent.includes('2 acknowledged')")
+    for sid in targets:
+        page.wait_for_selector(f"tr[data-session='{sid}'] .badge.s-paused")
+    page.click("#status-counts .chip.s-paused")
+    page.wait_for_function("() => document.querySelectorAll('tbody tr[data-session]').length === 2")
+    assert not page.errors, page.errors
+
+
+def test_daemon_view(world: dict[str, Any]) -> None:
+    page = _page(world)
+    page.goto(_url(world, "/ui/daemon"))
+    page.wait_for_selector("tr[data-role='worker']")
+    page.wait_for_selector("tr[data-role='gateway']")
+    assert "ready" in page.inner_text("tr[data-role='worker']")
+    _shot(page, "daemon-1280")
+    assert not page.errors, page.errors
+
+
+def test_phone_width_screenshots(world: dict[str, Any]) -> None:
+    page = _page(world, PHONE)
+    sid = world["sids"][3]
+    for name, path, ready in (
+        ("fleet", "/ui/fleet", "tr[data-session]"),
+        ("session", f"/ui/session/{sid}", "#steps li"),
+        ("conversation", f"/ui/conversation/{world['cid']}", "#participants li b"),
+        ("daemon", "/ui/daemon", "tr[data-role='worker']"),
+    ):
+        page.goto(_url(world, path))
+        page.wait_for_selector(ready)
+        _shot(page, f"{name}-phone")
+        overflow = page.evaluate("() => document.documentElement.scrollWidth - window.innerWidth")
+        assert overflow <= 1, f"{name}: the page scrolls sideways by {overflow}px at {PHONE['width']}px"
+    assert not page.errors, page.errors
+
+
+class _Page(http.server.BaseHTTPRequestHandler):
+    html = b""
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html")
+        self.end_headers()
+        self.wfile.write(self.html)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def test_page_of_another_origin_cannot_open_a_websocket(world: dict[str, Any], tmp_path: Path) -> None:
+    """Cross-site WebSocket hijacking: a page served from another port tries the gateway."""
+    script = f"""
+    <script>
+    window.result = "pending";
+    const ws = new WebSocket("ws://127.0.0.1:{world["port"]}/ws");
+    ws.onopen = () => {{ window.result = "open"; ws.send(JSON.stringify({{op: "action", kind: "pause",
+        session_id: "{world["sids"][3]}"}})); }};
+    ws.onerror = () => {{ window.result = "refused"; }};
+    </script>"""
+    handler = type("Evil", (_Page,), {"html": script.encode()})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        page = _page(world)
+        page.goto(f"http://127.0.0.1:{server.server_address[1]}/")
+        page.wait_for_function("() => window.result !== 'pending'")
+        assert page.evaluate("window.result") == "refused"
+        # The console's own page on the gateway's origin opens one fine.
+        page.goto(_url(world, "/ui/fleet"))
+        page.wait_for_selector("#conn[data-state='live']")
+    finally:
+        server.shutdown()
+        server.server_close()
