@@ -4,7 +4,9 @@
 ``kill`` (the default: SIGKILL this process) or ``stall`` (an awaiting point waits until it is
 cancelled, e.g. by the tick timeout). For example ``AGENTD_FAULTS=after-effect:interrupt``
 kills the worker right after an interrupt's effect is durable and before its acknowledgement is
-committed. In-process tests arm points with ``arm()``. With nothing armed (production),
+committed. ``kill-once`` kills only the first process to reach the point, across processes: the
+first creates the file named by ``AGENTD_FAULTS_ONCE`` (so a daemon's replacement worker, which
+inherits the same environment, survives it). In-process tests arm points with ``arm()``. With nothing armed (production),
 ``hit()`` is one dict lookup on an empty dict.
 
 Points:
@@ -56,9 +58,23 @@ def _armed(point: str, arg: str) -> str | None:
 
 def hit(point: str, arg: str = "") -> None:
     """SIGKILL this process if ``point`` (optionally restricted to ``arg``) is armed to kill."""
-    if _armed(point, arg) == "kill":
+    action = _armed(point, arg)
+    if action == "kill-once" and not _first_to_reach():
+        return
+    if action in ("kill", "kill-once"):
         log.warning("fault point %s:%s armed: killing this process", point, arg)
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _first_to_reach() -> bool:
+    marker = os.environ.get("AGENTD_FAULTS_ONCE")
+    if not marker:
+        return True
+    try:
+        os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+    except FileExistsError:
+        return False
+    return True
 
 
 async def hit_async(point: str, arg: str = "") -> None:
