@@ -6,8 +6,8 @@ cancelled, e.g. by the tick timeout). For example ``AGENTD_FAULTS=after-effect:i
 kills the worker right after an interrupt's effect is durable and before its acknowledgement is
 committed. ``kill-once`` kills only the first process to reach the point, across processes: the
 first creates the file named by ``AGENTD_FAULTS_ONCE`` (so a daemon's replacement worker, which
-inherits the same environment, survives it). In-process tests arm points with ``arm()``. With nothing armed (production),
-``hit()`` is one dict lookup on an empty dict.
+inherits the same environment, survives it). In-process tests arm points with ``arm()``. With
+nothing armed (production), ``hit()`` is one dict lookup on an empty dict.
 
 Points:
 - ``after-effect[:KIND]``: an action's state change is durable, its ack not yet committed.
