@@ -39,6 +39,7 @@ from agentd.store.actions import ActionRecord
 from agentd.store.sessions import SessionRecord, get_session
 from agentd.store.steps import StepRecord, latest_step, steps_of_actions
 from agentd.store.writer import BatchingWriter
+from agentd.telemetry import WorkerTelemetry
 from agentd.timeutil import utcnow
 
 __all__ = ["SessionHost"]
@@ -72,6 +73,7 @@ class SessionHost:
         self.llm = llm
         self.epoch = epoch
         self.name = name
+        self.telemetry = WorkerTelemetry()  # cumulative counters and histograms for /metrics
         self.writer = BatchingWriter(
             store,
             flush_interval=settings.writer.flush_interval,
@@ -79,6 +81,7 @@ class SessionHost:
             max_buffered_rows=settings.writer.max_buffered_rows,
             fence=fence,
             on_commit=on_commit,
+            on_flush=self.telemetry.flushed,
         )
         self.queue = ActionQueue(
             store.actions,
@@ -250,7 +253,8 @@ class SessionHost:
             tick_timeout=self.settings.runtime.tick_timeout,
             creating=creating,
             epoch=self.epoch,
-            on_lateness=self.lateness.add,
+            on_lateness=self._lateness,
+            on_tick=self.telemetry.tick,
         )
         # Register before the first await so that actions dispatched next find the session.
         self.runners[record.session_id] = runner
@@ -423,7 +427,15 @@ class SessionHost:
         )
 
     async def _finish(self, ack: Ack) -> bool:
-        return await self.claims.settle(self.acks, ack, lambda: self._stopping)
+        settled = await self.claims.settle(self.acks, ack, lambda: self._stopping)
+        if settled:
+            latency = (utcnow() - ack.action.created_at).total_seconds()
+            self.telemetry.action(ack.action.kind, ack.status if ack.code is None else ack.code, latency)
+        return settled
+
+    def _lateness(self, seconds: float) -> None:
+        self.lateness.add(seconds)
+        self.telemetry.tick_lateness.observe(seconds)
 
     # -- status ------------------------------------------------------------------------------
 
@@ -431,9 +443,14 @@ class SessionHost:
         statuses: dict[str, int] = {}
         for runner in self.runners.values():
             statuses[runner.status] = statuses.get(runner.status, 0) + 1
+        types: dict[str, int] = {}
+        for runner in self.runners.values():
+            types[runner.agent.type_name] = types.get(runner.agent.type_name, 0) + 1
         return {
             "sessions": len(self.runners),
             "statuses": statuses,
+            "types": types,
+            "telemetry": self.telemetry.snapshot(),
             "actions_applied": self.actions_applied,
             "actions_failed": self.actions_failed,
             "lateness_ms": self.lateness.summary(),

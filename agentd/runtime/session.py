@@ -112,6 +112,7 @@ class SessionRunner:
         "last_result",
         "last_seq",
         "on_lateness",
+        "on_tick",
         "session_id",
         "status",
         "tick_timeout",
@@ -129,6 +130,7 @@ class SessionRunner:
         creating: bool = False,
         epoch: int = 0,
         on_lateness: Callable[[float], None] | None = None,
+        on_tick: Callable[[float, bool], None] | None = None,
     ) -> None:
         self.session_id = record.session_id
         # The row the host passed in, until ``_fix()`` keeps just its constant columns (see there).
@@ -140,6 +142,7 @@ class SessionRunner:
         self.tick_timeout = tick_timeout
         self.epoch = epoch
         self.on_lateness = on_lateness
+        self.on_tick = on_tick  # (seconds the tick took, whether it failed): the worker's metrics
         self.status: str = record.status
         self.context: dict[str, Any] = dict(record.context)
         self.iteration = record.iteration
@@ -519,6 +522,8 @@ class SessionRunner:
             outcome = StepOutcome(status="error", error=f"{type(exc).__name__}: {exc}")
         if (problem := _malformed(outcome)) is not None:  # a misbehaving plug-in: never store what it returned
             outcome = StepOutcome(status="error", error=problem)
+        if self.on_tick is not None:
+            self.on_tick(loop.time() - started, outcome.status == "error")
         if outcome.quiet and self._nothing_to_record(outcome):
             # Said nothing and changed nothing (an idle persona): no step, so storage pays only
             # for what happened. The schedule moves on as after any tick.

@@ -137,11 +137,13 @@ class BatchingWriter:
         max_buffered_rows: int = 200_000,
         fence: Fence | None = None,
         on_commit: Callable[[list[str]], None] | None = None,
+        on_flush: Callable[[float, int], None] | None = None,
     ) -> None:
         self.store = store
         # Told the session ids of each committed batch of steps: the worker forwards them to the
         # gateway as a read hint (agentd.protocol.CommitHint), so live events skip its poll.
         self.on_commit = on_commit
+        self.on_flush = on_flush  # (seconds, rows) of each commit: the worker's metrics
         self.flush_interval = flush_interval
         self.flush_max_rows = flush_max_rows
         self.max_buffered_rows = max_buffered_rows
@@ -319,6 +321,8 @@ class BatchingWriter:
             await _upsert_sessions(self.store.sessions, _to_arrow(SessionRecord, snapshots.columns))
         elapsed = (time.perf_counter() - started) * 1000
         self.stats.record(elapsed, step_count, snapshot_count)
+        if self.on_flush is not None:
+            self.on_flush(elapsed / 1000, step_count + snapshot_count)
         log.debug("flush: %d steps, %d snapshots in %.1f ms", step_count, snapshot_count, elapsed)
 
     async def _mark_durable(self, generation: int) -> None:

@@ -141,6 +141,11 @@ class ControlAPI:
         self._sweeper: asyncio.Task[None] | None = None
 
     @property
+    def appends(self) -> int:
+        """Group commits of submitted actions so far (for /metrics)."""
+        return self._appender.commits if self._appender is not None else 0
+
+    @property
     def queue(self) -> ActionQueue:
         if self._queue is None:
             assert self.sup.store is not None

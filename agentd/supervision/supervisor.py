@@ -46,6 +46,7 @@ from agentd.supervision.children import Child, describe_exit, spawn_child, stop_
 from agentd.supervision.control_api import ControlAPI
 from agentd.supervision.dblock import DatabaseClaim, DatabaseInUse
 from agentd.supervision.handoff import assign_message, hello_message
+from agentd.supervision.metrics import MetricsServer
 from agentd.supervision.reload import reload_config
 from agentd.supervision.restarts import RestartHistory
 from agentd.supervision.watchdog import Progress, Watchdog
@@ -83,6 +84,8 @@ class Supervisor:
         self.ready_notified = False
         self._stopping = False
         self.control_api = ControlAPI(self)  # the control socket's requests (agentd.protocol)
+        self.metrics = MetricsServer(self, settings.metrics)
+        self.gateway_problem: str | None = None  # why the gateway last exited (daemon status)
         self._exit_code = EXIT_OK
         self.progress = Progress()  # what the watchdog looks at to decide "stuck"
         self._pending_restarts: set[int] = set()
@@ -114,6 +117,8 @@ class Supervisor:
             control = ControlServer(self.settings.control_socket_path, self.control_api.handle)
             await control.start()
             self.control_api.start()
+            if self.settings.metrics.enabled:
+                await self.metrics.start()
         except (RuntimeError, OSError, ConfigError) as exc:
             log.error("cannot open the control socket: %s", exc)
             return EXIT_STARTUP
@@ -147,6 +152,7 @@ class Supervisor:
             await asyncio.gather(*background, return_exceptions=True)
             await control.close()
             await self.control_api.close()
+            await self.metrics.close()
             self.notifier.close()
         log.info("supervisor exiting with %d", self._exit_code)
         return self._exit_code
@@ -221,6 +227,7 @@ class Supervisor:
 
     def _gateway_exited(self, child: Child, code: int, cause: str) -> None:
         """Restart the gateway unless it refused its config or keeps dying; workers go on either way."""
+        self.gateway_problem = f"exited with {cause} at {utcnow().isoformat(timespec='seconds')}"
         if code == GATEWAY_EXIT_CONFIG:
             log.error(
                 "gateway (pid %d) refused its configuration; not restarting it (fix [gateway], then SIGHUP)", child.pid

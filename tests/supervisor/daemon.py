@@ -44,6 +44,8 @@ heartbeat_interval = 0.2
 enabled = false
 [maintenance]
 enabled = false
+[metrics]
+port = 0
 """
 
 

@@ -1,0 +1,59 @@
+"""The supervisor's /metrics, scraped from the real daemon and parsed as Prometheus text."""
+
+from __future__ import annotations
+
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from .daemon import create_jokes, running, write_config
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def scrape(url: str) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
+    """{sample name: {sorted labels: value}}."""
+    with urllib.request.urlopen(url, timeout=10) as answer:
+        assert answer.status == 200
+        text = answer.read().decode()
+    samples: dict[str, dict[tuple[tuple[str, str], ...], float]] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples.setdefault(sample.name, {})[tuple(sorted(sample.labels.items()))] = sample.value
+    return samples
+
+
+def total(samples: dict[str, dict[tuple[tuple[str, str], ...], float]], name: str, **labels: str) -> float:
+    return sum(v for k, v in samples.get(name, {}).items() if all((key, value) in k for key, value in labels.items()))
+
+
+def test_metrics_move_as_sessions_tick(tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+    with running(config, tmp_path / "daemon.log") as daemon:
+        status = daemon.status()
+        assert status is not None and status["metrics"], status
+        url = status["metrics"]
+        assert url.startswith("http://127.0.0.1:")
+        create_jokes(daemon.settings, 3)
+        time.sleep(1.5)  # a heartbeat or more after the creates
+        first = scrape(url)
+        assert total(first, "agentd_sessions", status="running") == 3
+        assert total(first, "agentd_sessions_by_type", type="joke") == 3
+        assert total(first, "agentd_actions_total", kind="create", outcome="done") == 3
+        assert total(first, "agentd_action_latency_seconds_count", kind="create") == 3
+        assert total(first, "agentd_workers_ready") == 2
+        assert total(first, "agentd_worker_rss_bytes") > 10_000_000
+        assert "agentd_action_queue_depth" in first
+        time.sleep(1.5)
+        second = scrape(url)
+        for name in ("agentd_ticks_total", "agentd_tick_duration_seconds_count", "agentd_writer_flush_rows_count"):
+            assert total(second, name) > total(first, name), name
+        assert total(second, "agentd_tick_lateness_seconds_bucket", le="+Inf") > 0
+        # Anything but GET /metrics is a 404, and the daemon goes on.
+        with pytest.raises(urllib.error.HTTPError) as missing:
+            urllib.request.urlopen(url.replace("/metrics", "/nope"), timeout=10)
+        assert missing.value.code == 404
+        assert daemon.proc.poll() is None
