@@ -112,6 +112,7 @@ export function sessionView(main, app, sessionId) {
   function report(answer) {
     const { ok, text } = describeAck(answer);
     ackLine.className = `ack ${ok ? "ok" : "error"}`;
+    ackLine.dataset.seq = answer.seq ?? "";
     ackLine.textContent = text + (answer.action_id ? ` · ${answer.action_id}` : "");
     loadPending();
   }

@@ -68,6 +68,14 @@ def _top_seq(page: Any) -> int:
     return int(first.get_attribute("data-seq") or 0)
 
 
+def _acked(page: Any, what: str) -> int:
+    """Wait for the ack of ``what`` and for its step (the ack can beat the step's live event)."""
+    page.wait_for_function(f"() => document.querySelector('#ack').textContent.includes('{what} acknowledged at seq')")
+    seq = int(page.get_attribute("#ack", "data-seq") or 0)
+    page.wait_for_function(f"() => Number(document.querySelector('#steps li').dataset.seq) >= {seq}")
+    return seq
+
+
 def test_session_live_pause_guide_resume_destroy(world: dict[str, Any]) -> None:
     page = _page(world)
     sid = world["sids"][0]
@@ -83,28 +91,26 @@ def test_session_live_pause_guide_resume_destroy(world: dict[str, Any]) -> None:
     _shot(page, "session-1280")
 
     page.click("button[data-action='pause']")
-    page.wait_for_selector("#ack.ok")
-    assert "pause acknowledged at seq" in page.inner_text("#ack")
-    paused_at = _top_seq(page)
+    paused_at = _acked(page, "pause")
+    assert _top_seq(page) == paused_at
     time.sleep(1.5)  # five tick intervals: a running session would have ticked
     assert _top_seq(page) == paused_at, "a paused session still ticks"
 
     page.fill("#guidance", "about cats")
     page.click("form.guide button[type=submit]")
-    page.wait_for_function("() => document.querySelector('#ack').textContent.includes('interrupt acknowledged')")
+    assert _acked(page, "interrupt") == paused_at + 1  # the guidance step only, still no tick
     page.wait_for_function("() => document.querySelector('#context').textContent.includes('cats')")
-    assert _top_seq(page) == paused_at + 1  # the guidance step only, still no tick
+    assert _top_seq(page) == paused_at + 1
 
     page.click("button[data-action='resume']")
-    page.wait_for_function("() => document.querySelector('#ack').textContent.includes('resume acknowledged')")
-    page.wait_for_function(f"() => Number(document.querySelector('#steps li').dataset.seq) >= {paused_at + 4}")
+    resumed_at = _acked(page, "resume")
+    page.wait_for_function(f"() => Number(document.querySelector('#steps li').dataset.seq) >= {resumed_at + 2}")
     assert "cats" in page.inner_text("#steps li .text").lower()
 
     page.click("button[data-action='destroy']")
     page.click("#confirm-ok")
-    page.wait_for_function("() => document.querySelector('#ack').textContent.includes('destroy acknowledged')")
+    stopped_at = _acked(page, "destroy")
     page.wait_for_selector(".meta .badge.s-stopped")
-    stopped_at = _top_seq(page)
     time.sleep(0.8)
     assert _top_seq(page) == stopped_at
     _shot(page, "session-after-destroy-1280")

@@ -31,10 +31,10 @@ def gateway_settings(db: str, **gateway: Any) -> Settings:
 
 
 @contextlib.asynccontextmanager
-async def running_gateway(settings: Settings) -> AsyncIterator[Gateway]:
+async def running_gateway(settings: Settings, **kwargs: Any) -> AsyncIterator[Gateway]:
     started = GatewayStarted()
     stop = asyncio.Event()
-    task = asyncio.create_task(serve_gateway(settings, started=started, stop=stop))
+    task = asyncio.create_task(serve_gateway(settings, started=started, stop=stop, **kwargs))
     waiter = asyncio.create_task(started.wait())
     await asyncio.wait([task, waiter], timeout=20, return_when=asyncio.FIRST_COMPLETED)
     if not started.is_set():
@@ -188,11 +188,20 @@ async def db_last_seqs(store: Any) -> dict[str, int]:
     return last
 
 
-async def http_get(port: int, path: str, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
-    """A bare HTTP/1.1 GET (no client library): status, headers, body."""
+async def http_get(
+    port: int, path: str, headers: dict[str, str] | None = None, *, method: str = "GET"
+) -> tuple[int, dict[str, str], bytes]:
+    """A bare HTTP/1.1 request without a body (no client library): status, headers, body.
+
+    A ``Host`` in ``headers`` replaces the default one. Repeated response headers keep the last.
+    """
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    lines = [f"GET {path} HTTP/1.1", f"Host: 127.0.0.1:{port}", "Connection: close"]
-    lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
+    headers = dict(headers or {})
+    host = headers.pop("Host", f"127.0.0.1:{port}")
+    lines = [f"{method} {path} HTTP/1.1", f"Host: {host}", "Connection: close"]
+    if method == "POST":
+        lines.append("Content-Length: 0")
+    lines += [f"{k}: {v}" for k, v in headers.items()]
     writer.write(("\r\n".join(lines) + "\r\n\r\n").encode())
     await writer.drain()
     raw = await reader.read()
