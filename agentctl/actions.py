@@ -1,63 +1,61 @@
-"""Action commands: create (joke|persona), pause, resume, interrupt, destroy.
+"""Action commands on existing sessions: pause, resume, interrupt, destroy.
 
-Each enqueues one action row on the session's shard, sends the daemon a wake hint and, unless
-``--no-wait``, waits for the worker's acknowledgement and prints the result. Two invocations
-are always two actions (no implicit idempotency key): creating the same ``--session-id`` twice
-is rejected by the worker ("session X already exists", exit 1). ``create --idempotency-key``
-makes a retried create the same action instead.
+Each takes one session id (output and JSON exactly as before), several ids, or a selector
+(``--agent-id``, ``--type``, ``--status``, ``--all``): several become one batch with a summary
+(``agentctl.fleet``). Every action is queued through ``agentctl.submit`` (the daemon when it
+answers, LanceDB directly otherwise) and, unless ``--no-wait``, waits for the worker's
+acknowledgement. Two invocations are always two actions (no implicit idempotency key).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import click
 
 from agentctl.context import Obj, json_option, pass_obj
-from agentctl.errors import EXIT_INTERRUPTED, Rejected
+from agentctl.errors import EXIT_FAILED, EXIT_NOT_FOUND
+from agentctl.fleet import Selector, run_many, run_single
+from agentctl.inspect import SESSION_STATUSES
 from agentctl.output import STATUS_COLOURS, emit_json, style
-from agentctl.params import TEXT, id_callback, optional_id_callback, parse_guidance, slug
+from agentctl.params import TEXT, check_id, ids_callback, optional_id_callback, parse_guidance
+from agentctl.submit import withdraw
 from agentctl.views import compact
-from agentd.ids import new_id
 
-if TYPE_CHECKING:
-    from agentctl.client import Submitted
-
-__all__ = ["create", "destroy", "interrupt", "pause", "resume"]
+__all__ = ["cancel", "destroy", "interrupt", "no_wait_option", "pause", "resume"]
 
 F = Callable[..., Any]
 
 no_wait_option = click.option(
-    "--no-wait", is_flag=True, help="Enqueue and print the action id without waiting for the acknowledgement."
-)
-session_arg = click.argument("session_id", metavar="SESSION_ID", callback=id_callback("session id"))
-interval_option = click.option(
-    "--interval",
-    type=click.FloatRange(min=0, min_open=True, max=86_400),
-    metavar="SECONDS",
-    help="Seconds between ticks (default: [runtime] heartbeat_interval).",
+    "--no-wait",
+    is_flag=True,
+    help="Queue and print the action id (create: the session id) without waiting for the acknowledgement.",
 )
 
 
-def _create_options(func: F) -> F:
+def _fleet_options(func: F) -> F:
+    """The selector and its confirmation, shared by pause, resume, interrupt and destroy."""
     for decorator in reversed(
         [
-            click.option("--agent-id", metavar="ID", callback=optional_id_callback("agent id"), help="Owning agent."),
             click.option(
-                "--session-id",
+                "--agent-id",
+                "sel_agent_id",
                 metavar="ID",
-                callback=optional_id_callback("session id"),
-                help="Session id (default: a new unique id).",
+                callback=optional_id_callback("agent id"),
+                help="Every session of this agent.",
             ),
-            interval_option,
-            no_wait_option,
+            click.option("--type", "sel_type", metavar="TYPE", help="Every session of this agent type."),
             click.option(
-                "--idempotency-key",
-                type=TEXT,
-                metavar="KEY",
-                help="Retry-safe create: the same key again is the same action (and the same session).",
+                "--status",
+                "sel_statuses",
+                multiple=True,
+                type=click.Choice(SESSION_STATUSES),
+                help="Every session in this status (repeatable).",
             ),
+            click.option("--all", "sel_all", is_flag=True, help="Every session."),
+            click.option("--yes", "-y", "assume_yes", is_flag=True, help="Do not ask for confirmation on a terminal."),
+            no_wait_option,
             json_option,
         ]
     ):
@@ -65,211 +63,82 @@ def _create_options(func: F) -> F:
     return func
 
 
-def _run_action(
-    obj: Obj,
-    kind: str,
-    session_id: str,
-    payload: dict[str, Any],
-    *,
-    no_wait: bool,
-    human: Callable[[dict[str, Any]], None],
-    idempotency_key: str | None = None,
-) -> None:
-    """Enqueue (+hint) and either print the action id or wait and print the worker's result."""
-    settings = obj.settings()
-    timeout = obj.action_timeout()
-
-    async def go() -> tuple[Submitted, dict[str, Any] | None]:
-        from agentctl.client import Control, outcome
-
-        control = await Control.open(settings)
-        submitted = await control.submit(kind, session_id, payload, idempotency_key=idempotency_key)
-        if no_wait:
-            return submitted, None
-        return submitted, outcome(await control.wait(submitted, timeout))
-
-    try:
-        submitted, result = obj.run(go())
-    except KeyboardInterrupt:
-        click.echo(f"agentctl: interrupted; a {kind} already queued stays queued and will be applied", err=True)
-        raise click.exceptions.Exit(EXIT_INTERRUPTED) from None
-    action = submitted.action
-    if kind == "create" and result is not None and result.get("status") == "error":
-        # A create acknowledged for a session that is in error (a replayed create of a session
-        # quarantined while it was being created) did not give the user a working session.
-        raise Rejected(
-            f"session {session_id} exists but is in error (agentctl status {session_id} shows why); "
-            f"`agentctl destroy {session_id}` then `agentctl purge {session_id}` frees the id",
-            **result,
-        )
-    if result is None:
-        if obj.json:
-            emit_json(
-                {
-                    "action_id": action.action_id,
-                    "session_id": action.session_id,
-                    "kind": action.kind,
-                    "shard": action.shard,
-                    "status": action.status,
-                }
-            )
-        else:
-            click.echo(action.action_id)
-            click.echo(f"queued {action.kind} for session {action.session_id}; not waiting", err=True)
-        return
-    if obj.json:
-        emit_json(result)
-    else:
-        human(result)
-
-
 def _status_line(result: dict[str, Any]) -> None:
     status = str(result.get("status", "?"))
     click.echo(f"{result.get('session_id')}  {style(status, STATUS_COLOURS.get(status))}")
 
 
-@click.group("create")
-def create() -> None:
-    """Create a session (joke or persona) and print its session id.
-
-    \b
-    Examples:
-      agentctl create joke --subject cats --interval 2
-      SID=$(agentctl create persona --conversation "$CID" --name Ada --tone dry)
-    """
-
-
-@create.command("joke")
-@click.option(
-    "--subject", type=TEXT, metavar="TEXT", help="What the jokes are about (default: [runtime] default_subject)."
-)
-@click.option("--style", "joke_style", type=TEXT, metavar="TEXT", help="Optional style hint, e.g. 'pun'.")
-@_create_options
-@pass_obj
-def create_joke(
+def _dispatch(
     obj: Obj,
-    subject: str | None,
-    joke_style: str | None,
-    agent_id: str | None,
-    session_id: str | None,
-    interval: float | None,
-    no_wait: bool,
-    idempotency_key: str | None,
+    kind: str,
+    session_ids: tuple[str, ...],
+    payload: dict[str, Any],
+    options: dict[str, Any],
+    human: Callable[[dict[str, Any]], None],
 ) -> None:
-    """Create a joke session: one joke per tick about a subject that guidance can change.
-
-    Prints the new session id (JSON: {"session_id", "agent_id", "status"}). --agent-id
-    defaults to the session id.
-
-    \b
-    Example:
-      agentctl create joke --subject cats --interval 5 --session-id cats-1
-    """
-    sid = session_id or new_id("s")
-    config = {k: v for k, v in {"subject": subject, "interval": interval, "style": joke_style}.items() if v is not None}
-    payload = {"agent_type": "joke", "agent_id": agent_id or sid, "config": config}
-    _run_action(
+    selector = Selector(
+        agent_id=options["sel_agent_id"],
+        agent_type=options["sel_type"],
+        statuses=tuple(options["sel_statuses"]),
+        every=options["sel_all"],
+    )
+    if len(session_ids) == 1 and not selector.given:
+        run_single(obj, kind, session_ids[0], payload, no_wait=options["no_wait"], human=human)
+        return
+    run_many(
         obj,
-        "create",
-        sid,
+        kind,
+        list(session_ids),
         payload,
-        no_wait=no_wait,
-        idempotency_key=idempotency_key,
-        human=lambda r: click.echo(r.get("session_id", sid)),
+        selector=selector,
+        no_wait=options["no_wait"],
+        assume_yes=options["assume_yes"],
     )
 
 
-@create.command("persona")
-@click.option(
-    "--conversation",
-    "conversation_id",
-    required=True,
-    metavar="CID",
-    callback=optional_id_callback("conversation id"),
-    help="Conversation the persona joins (agentctl conversation create).",
+session_ids_arg = click.argument(
+    "session_ids", nargs=-1, metavar="[SESSION_ID]...", callback=ids_callback("session id")
 )
-@click.option("--name", required=True, type=TEXT, metavar="NAME", help="The persona's name.")
-@click.option("--tone", type=TEXT, metavar="TONE", help="How it speaks (default: friendly).")
-@click.option(
-    "--cooldown",
-    type=click.FloatRange(min=0, max=86_400),
-    metavar="SECONDS",
-    help="Least seconds between its replies (default: 5).",
-)
-@_create_options
-@pass_obj
-def create_persona(
-    obj: Obj,
-    conversation_id: str,
-    name: str,
-    tone: str | None,
-    cooldown: float | None,
-    agent_id: str | None,
-    session_id: str | None,
-    interval: float | None,
-    no_wait: bool,
-    idempotency_key: str | None,
-) -> None:
-    """Create a persona session that replies to new messages of a conversation.
-
-    The conversation must exist (a missing one is rejected by the worker: exit 1). --agent-id
-    defaults to the name as a slug ("Ada Lovelace" -> ada-lovelace).
-
-    \b
-    Example:
-      agentctl create persona --conversation c-0189f3c2a1b4-3f9a2c1d --name Ada --tone dry --cooldown 2
-    """
-    sid = session_id or new_id("s")
-    values = {"conversation_id": conversation_id, "name": name, "tone": tone, "cooldown": cooldown}
-    config = {k: v for k, v in {**values, "interval": interval}.items() if v is not None}
-    payload = {"agent_type": "persona", "agent_id": agent_id or slug(name) or sid, "config": config}
-    _run_action(
-        obj,
-        "create",
-        sid,
-        payload,
-        no_wait=no_wait,
-        idempotency_key=idempotency_key,
-        human=lambda r: click.echo(r.get("session_id", sid)),
-    )
 
 
 @click.command("pause")
-@session_arg
-@no_wait_option
-@json_option
+@session_ids_arg
+@_fleet_options
 @pass_obj
-def pause(obj: Obj, session_id: str, no_wait: bool) -> None:
-    """Pause a session: no more ticks; guidance is still applied to its context.
+def pause(obj: Obj, /, session_ids: tuple[str, ...], **options: Any) -> None:
+    """Pause sessions: no more ticks; guidance is still applied to their context.
 
-    Pausing a paused session is a no-op that succeeds.
+    Pausing a paused session is a no-op that succeeds. With several ids or a selector it
+    prints a summary (applied, failed, skipped: already paused or finished); exit 1 if any failed.
 
     \b
-    Example:
+    Examples:
       agentctl pause s-0189f3c2a1b4-3f9a2c1d
+      agentctl pause --agent-id ada --yes
     """
-    _run_action(obj, "pause", session_id, {}, no_wait=no_wait, human=_status_line)
+    _dispatch(obj, "pause", session_ids, {}, options, _status_line)
 
 
 @click.command("resume")
-@session_arg
-@no_wait_option
-@json_option
+@session_ids_arg
+@_fleet_options
 @pass_obj
-def resume(obj: Obj, session_id: str, no_wait: bool) -> None:
-    """Resume a paused session; its next tick starts at once.
+def resume(obj: Obj, /, session_ids: tuple[str, ...], **options: Any) -> None:
+    """Resume paused sessions; the next tick starts at once.
 
     \b
-    Example:
+    Examples:
       agentctl resume s-0189f3c2a1b4-3f9a2c1d
+      agentctl resume --status paused --yes
     """
-    _run_action(obj, "resume", session_id, {}, no_wait=no_wait, human=_status_line)
+    _dispatch(obj, "resume", session_ids, {}, options, _status_line)
 
 
 def _interrupt_human(result: dict[str, Any]) -> None:
     status = str(result.get("status", "?"))
     applied = compact(result.get("applied"))
-    click.echo(f"{result.get('session_id')}  {style(status, STATUS_COLOURS.get(status))}  applied {applied}")
+    seq = f"  at seq {result['seq']}" if result.get("seq") is not None else ""
+    click.echo(f"{result.get('session_id')}  {style(status, STATUS_COLOURS.get(status))}  applied {applied}{seq}")
     context = result.get("context") or {}
     width = max((len(str(k)) for k in context), default=0)
     for key, value in context.items():
@@ -277,46 +146,89 @@ def _interrupt_human(result: dict[str, Any]) -> None:
 
 
 @click.command("interrupt")
-@session_arg
-@click.argument("guidance", metavar="GUIDANCE")
+@click.argument("arguments", nargs=-1, required=True, metavar="[SESSION_ID]... GUIDANCE")
 @click.option("--now", is_flag=True, help="Tick at once after applying the guidance.")
-@no_wait_option
-@json_option
+@_fleet_options
 @pass_obj
-def interrupt(obj: Obj, session_id: str, guidance: str, now: bool, no_wait: bool) -> None:
-    """Guide a session: GUIDANCE is a JSON object or free text.
+def interrupt(obj: Obj, /, arguments: tuple[str, ...], now: bool, **options: Any) -> None:
+    """Guide sessions: GUIDANCE is a JSON object, a JSON array of operations, or free text.
 
     Guidance is applied to the session's context at once (also while paused); invalid guidance
-    is rejected by the worker with the reason (exit 1). Text starting with '{' must be valid
-    JSON (exit 2 otherwise). Prints the applied guidance and the new context.
+    is rejected by the worker with the reason (exit 1). Text starting with '{' or '[' must be
+    valid JSON (exit 2 otherwise). Prints the applied guidance, the step it was applied at
+    ("seq") and the new context. The last argument is the guidance; the ones before it are
+    session ids (or use a selector).
 
     \b
     Examples:
       agentctl interrupt s-0189f3c2a1b4-3f9a2c1d '{"subject": "cats"}'
       agentctl interrupt s-0189f3c2a1b4-3f9a2c1d "about dogs" --now
-      agentctl interrupt s-0189f3c2a1b4-3f9a2c1d '{"speak_now": true}'   # persona
+      agentctl interrupt --agent-id ada --yes '{"set_tone": "dry"}'
     """
+    *ids, guidance = arguments
+    try:
+        session_ids = tuple(dict.fromkeys(check_id(value, "session id") for value in ids))
+    except click.BadParameter as exc:
+        exc.param_hint = "'SESSION_ID'"
+        raise
     try:
         parsed = parse_guidance(guidance)
     except click.BadParameter as exc:
         exc.param_hint = "'GUIDANCE'"
         raise
-    _run_action(obj, "interrupt", session_id, {"guidance": parsed, "now": now}, no_wait=no_wait, human=_interrupt_human)
+    _dispatch(obj, "interrupt", session_ids, {"guidance": parsed, "now": now}, options, _interrupt_human)
 
 
 @click.command("destroy")
-@session_arg
+@session_ids_arg
 @click.option("--reason", type=TEXT, metavar="TEXT", help="Recorded in the session's final step.")
-@no_wait_option
+@_fleet_options
+@pass_obj
+def destroy(obj: Obj, /, session_ids: tuple[str, ...], reason: str | None, **options: Any) -> None:
+    """Stop sessions for good: the tick in flight finishes and the final state is persisted.
+
+    Destroying a stopped session again succeeds (a selector skips it).
+
+    \b
+    Examples:
+      agentctl destroy s-0189f3c2a1b4-3f9a2c1d --reason "done testing"
+      agentctl destroy --type joke --status error --yes
+    """
+    _dispatch(obj, "destroy", session_ids, {"reason": reason}, options, _status_line)
+
+
+@click.command("cancel")
+@click.argument("action_ids", nargs=-1, required=True, metavar="ACTION_ID...", callback=ids_callback("action id"))
 @json_option
 @pass_obj
-def destroy(obj: Obj, session_id: str, reason: str | None, no_wait: bool) -> None:
-    """Stop a session for good: the tick in flight finishes and the final state is persisted.
+def cancel(obj: Obj, action_ids: tuple[str, ...]) -> None:
+    """Withdraw queued actions that no worker has claimed yet (`agentctl actions` lists them).
 
-    Destroying a stopped session again succeeds.
+    A withdrawn action is finished as failed with error_code "cancelled" and is never applied.
+    One a worker already claimed is applied anyway (too late: exit 1), an unknown one is exit 3.
+    JSON: one {"action_id", "outcome", "session_id", "kind", "status"} per line; outcome is
+    cancelled, claimed, finished or not_found.
 
     \b
     Example:
-      agentctl destroy s-0189f3c2a1b4-3f9a2c1d --reason "done testing"
+      agentctl cancel a-0189f3c2a1b4-3f9a2c1d
     """
-    _run_action(obj, "destroy", session_id, {"reason": reason}, no_wait=no_wait, human=_status_line)
+    results = withdraw(obj, list(action_ids))
+    for entry in results:
+        if obj.json:
+            emit_json(entry)
+        else:
+            click.echo(f"{entry['action_id']}  {CANCEL_WORDS.get(entry['outcome'], entry['outcome'])}")
+    outcomes = {entry["outcome"] for entry in results}
+    if outcomes & {"claimed", "finished"}:
+        raise click.exceptions.Exit(EXIT_FAILED)
+    if "not_found" in outcomes:
+        raise click.exceptions.Exit(EXIT_NOT_FOUND)
+
+
+CANCEL_WORDS = {
+    "cancelled": "cancelled",
+    "claimed": "not cancelled: a worker already claimed it (it will be applied)",
+    "finished": "not cancelled: already finished",
+    "not_found": "not found",
+}

@@ -1,9 +1,13 @@
 """The ``agentctl`` command: the control plane a person (or a script) uses.
 
 Group options come before the command (``agentctl --config C --db URI --json --timeout S
-COMMAND``), as for ``agentd``, so every command sees the same settings; ``--json`` is also
-accepted after the command. Errors are raised as ``CtlError`` subclasses and turned into a
-message and an exit code here, in one place (see ``agentctl.errors`` for the codes).
+COMMAND``), as for ``agentd``, so every command sees the same settings; ``--json`` and
+``--timeout`` are also accepted after the command. Errors are raised as ``CtlError``
+subclasses and turned into a message and an exit code here, in one place (see
+``agentctl.errors`` for the codes).
+
+Importing this module (what every command pays) imports click, pydantic and the protocol
+models only: LanceDB and the rest of agentd load only on the no-daemon path.
 """
 
 from __future__ import annotations
@@ -13,16 +17,36 @@ from typing import Any
 
 import click
 
-from agentctl.actions import create, destroy, interrupt, pause, resume
+from agentctl.actions import cancel, destroy, interrupt, pause, resume
 from agentctl.context import Obj
 from agentctl.conversation import conversation
+from agentctl.create import create
 from agentctl.daemon import daemon
 from agentctl.errors import CtlError
-from agentctl.inspect import list_command, status, steps
+from agentctl.inspect import actions_command, list_command, status, steps, types_command
 from agentctl.output import emit_json
 from agentctl.purge import purge
 
 __all__ = ["cli", "main"]
+
+# Words people try that are not commands, and what they probably want (click would suggest
+# the nearest spelling instead: `stop` -> `steps`).
+SUGGESTIONS = {
+    "stop": "pause (stop ticking, keep the session) or destroy (end it for good)",
+    "kill": "destroy",
+    "delete": "destroy (end a session) or purge (delete a finished one)",
+    "remove": "destroy (end a session) or purge (delete a finished one)",
+    "rm": "destroy (end a session) or purge (delete a finished one)",
+    "start": "resume (a paused session) or create (a new one)",
+    "run": "create (a new session); the daemon itself is `agentd run`",
+    "guide": "interrupt",
+    "show": "status",
+    "ls": "list",
+    "ps": "list",
+    "logs": "steps (with --follow to tail them)",
+    "tail": "steps --follow",
+    "new": "create",
+}
 
 
 class AgentctlGroup(click.Group):
@@ -37,6 +61,14 @@ class AgentctlGroup(click.Group):
                 emit_json(exc.as_json())
             click.echo(f"agentctl: {exc.message}", err=True)
             raise click.exceptions.Exit(exc.exit_code) from exc
+
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        name = click.utils.make_str(args[0]) if args else ""
+        if name in SUGGESTIONS and self.get_command(ctx, name) is None:
+            ctx.fail(f"No such command '{name}'. Did you mean {SUGGESTIONS[name]}?")
+        return super().resolve_command(ctx, args)
 
 
 @click.group(cls=AgentctlGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -60,17 +92,22 @@ class AgentctlGroup(click.Group):
 def cli(ctx: click.Context, config: str | None, db: str | None, as_json: bool, timeout: float | None) -> None:
     """agentctl: create, steer and watch agentd sessions.
 
-    Action commands (create, pause, resume, interrupt, destroy) queue an action, wake the
-    daemon, wait for the worker's acknowledgement and print the result. Exit codes: 0 ok,
+    Action commands (create, pause, resume, interrupt, destroy) go to the daemon, which queues
+    them and pushes back the worker's acknowledgement; without a daemon they are queued in the
+    database directly (said at once) and wait up to --timeout for a worker. They take one
+    session id, several, or a selector (--agent-id, --type, --status, --all). Exit codes: 0 ok,
     1 rejected or failed, 2 usage error, 3 session/conversation/database not found, 4 timed
-    out (the action stays queued), 5 daemon not reachable.
+    out (the action stays queued), 5 daemon not reachable, 130 Ctrl-C.
 
     \b
     Examples:
       SID=$(agentctl create joke --subject cats)
+      agentctl create joke --count 100 --agent-id load
       agentctl interrupt "$SID" "about dogs" --now
+      agentctl pause --agent-id load --yes
       agentctl steps "$SID" --follow
-      agentctl --json status "$SID"
+      agentctl status "$SID" --json
+      agentctl actions; agentctl cancel ACTION_ID
       agentctl purge --stopped-before 7d --yes
       agentctl daemon status
     Shell completion (bash): eval "$(_AGENTCTL_COMPLETE=bash_source agentctl)"
@@ -78,7 +115,22 @@ def cli(ctx: click.Context, config: str | None, db: str | None, as_json: bool, t
     ctx.obj = Obj(config, db, as_json, timeout)
 
 
-for command in (create, pause, resume, interrupt, destroy, list_command, status, steps, purge, conversation, daemon):
+for command in (
+    create,
+    pause,
+    resume,
+    interrupt,
+    destroy,
+    cancel,
+    list_command,
+    status,
+    steps,
+    actions_command,
+    types_command,
+    purge,
+    conversation,
+    daemon,
+):
     cli.add_command(command)
 
 

@@ -8,7 +8,7 @@ never duplicates a message.
 
 from __future__ import annotations
 
-import contextlib
+from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -18,7 +18,8 @@ from agentctl.context import Obj, json_option, pass_obj
 from agentctl.errors import EXIT_INTERRUPTED, NotFound
 from agentctl.output import emit_json
 from agentctl.params import TEXT, id_callback, parse_since_time
-from agentctl.views import print_messages
+from agentctl.reads import read
+from agentctl.views import parse_time, print_conversations, print_messages
 from agentd.ids import new_id
 
 if TYPE_CHECKING:
@@ -61,7 +62,7 @@ def conversation_create(obj: Obj, title: str) -> None:
     settings = obj.settings()
 
     async def go() -> str:
-        from agentctl.client import open_store
+        from agentctl.direct import open_store
         from agentd.store.conversations import ConversationRecord, insert_conversation
         from agentd.timeutil import utcnow
 
@@ -104,7 +105,7 @@ def conversation_post(obj: Obj, conversation_id: str, text: str, author: str) ->
     settings = obj.settings()
 
     async def go() -> MessageRecord:
-        from agentctl.client import open_store
+        from agentctl.direct import open_store
         from agentd.store.conversations import MessageRecord, insert_messages
         from agentd.timeutil import utcnow
 
@@ -143,44 +144,110 @@ def conversation_show(obj: Obj, conversation_id: str, since: datetime | None, fo
     """Print a conversation's messages in order (JSON: one message object per line).
 
     Unknown conversation: exit 3. With --follow it keeps printing new messages, including
-    persona replies, until Ctrl-C (exit 130).
+    persona replies, until Ctrl-C (exit 130): from the gateway when it is reachable, else by
+    tailing the database directly; each message once either way.
 
     \b
     Examples:
       agentctl conversation show c-0189f3c2a1b4-3f9a2c1d --since 2025-01-31T12:00:00
       agentctl --json conversation show c-0189f3c2a1b4-3f9a2c1d --follow
     """
-    settings = obj.settings()
     as_json = obj.json
+    params = {"conversation_id": conversation_id, "since": None if since is None else since.isoformat()}
+    try:
+        data = read(obj, "conversation_show", params, conversation_id=conversation_id)
+        initial = data["messages"]
+        if initial:
+            print_messages(initial, as_json, streaming=follow)
+        elif not follow and not as_json:
+            click.echo("no messages", err=True)
+        if follow:
+            seen = {m["message_id"] for m in initial}
+            _follow_messages(obj, conversation_id, since, int(data["version"]), seen, header=not initial)
+    except KeyboardInterrupt:
+        raise click.exceptions.Exit(EXIT_INTERRUPTED) from None
+
+
+def _follow_messages(
+    obj: Obj, conversation_id: str, since: datetime | None, version: int, seen: set[str], *, header: bool
+) -> None:
+    """Stream new messages from the gateway, else (or once it is gone) tail the table here.
+
+    The gateway's snapshot repeats the conversation from its start; messages already printed
+    (by id) or older than --since are dropped, so each message is printed once.
+    """
+    from agentctl.stream import GatewayUnavailable, RoomStream, message_row
+
+    as_json = obj.json
+    state = {"header": header}
+
+    def emit(batch: list[dict[str, Any]]) -> None:
+        fresh = [m for m in batch if m["message_id"] not in seen and _after(m, since)]
+        seen.update(m["message_id"] for m in fresh)
+        if fresh:
+            print_messages(fresh, as_json, streaming=True, header=state["header"])
+            state["header"] = False
+
+    stream: RoomStream | None = None
+    try:
+        stream = RoomStream(obj.light(), f"conv::{conversation_id}", 0, "messages")
+        stream.run(lambda rows: emit([message_row(r) for r in rows]))
+    except GatewayUnavailable as exc:
+        if stream is not None and stream.connected:
+            click.echo(f"agentctl: {exc}; following the database directly", err=True)
+    _tail_messages(obj, conversation_id, since, version, seen, emit)
+
+
+def _after(message: dict[str, Any], since: datetime | None) -> bool:
+    created = parse_time(message.get("created_at"))
+    return since is None or created is None or created > since
+
+
+def _tail_messages(
+    obj: Obj,
+    conversation_id: str,
+    since: datetime | None,
+    version: int,
+    seen: set[str],
+    emit: Callable[[list[dict[str, Any]]], None],
+) -> None:
+    """Tail the messages table from ``version``, catching up on what the stream had not printed."""
+    settings = obj.settings()
 
     async def go() -> bool:
-        from agentctl.client import open_store
-        from agentctl.follow import Stopper, follow_messages
-        from agentd.store.conversations import read_messages
+        from agentctl.direct import open_store
+        from agentctl.follow import follow_messages
+        from agentctl.stopper import Stopper
 
         stopper = Stopper()
-        # Installed before the first read when following, so that an early Ctrl-C is clean too.
-        with stopper.installed() if follow else contextlib.nullcontext():
+        with stopper.installed():
             store = await open_store(settings)
-            await _require(store, conversation_id)
-            # The version first: a message committed during the read below is printed once.
-            version = int(await store.messages.version())
-            initial = await read_messages(store.messages, conversation_id, since=since)
-            if initial:
-                print_messages(initial, as_json, streaming=follow)
-            elif not follow and not as_json:
-                click.echo("no messages", err=True)
-            if not follow:
-                return False
-            state: dict[str, Any] = {"header": not initial}
-
-            def emit(batch: list[MessageRecord]) -> None:
-                print_messages(batch, as_json, streaming=True, header=state["header"])
-                state["header"] = False
-
-            seen = {m.message_id for m in initial}
-            await follow_messages(store, conversation_id, since, version, seen, emit, stopper)
+            await follow_messages(
+                store,
+                conversation_id,
+                since,
+                version,
+                set(seen),
+                lambda batch: emit([m.model_dump(mode="json") for m in batch]),
+                stopper,
+            )
         return stopper.interrupted
 
     if obj.run(go()):
         raise click.exceptions.Exit(EXIT_INTERRUPTED)
+
+
+@conversation.command("list")
+@json_option
+@pass_obj
+def conversation_list(obj: Obj) -> None:
+    """List conversations, oldest first, with their message and persona counts.
+
+    JSON: one {"conversation_id", "title", "meta", "created_at", "messages": N,
+    "participants": [session ids]} per line.
+
+    \b
+    Example:
+      agentctl conversation list
+    """
+    print_conversations(read(obj, "conversation_list", {}), obj.json)

@@ -12,11 +12,10 @@ from typing import Any
 
 import click
 
+from agentctl import transport
 from agentctl.context import Obj, json_option, pass_obj
-from agentctl.errors import EXIT_FAILED, Unreachable, UsageProblem
+from agentctl.errors import EXIT_FAILED, Unreachable
 from agentctl.output import emit_json, human_duration, style, table_lines
-from agentd.config import ConfigError
-from agentd.control import DaemonUnreachable, request_sync
 
 __all__ = ["daemon", "health_problems", "maintenance_summary"]
 
@@ -132,14 +131,10 @@ def daemon_status(obj: Obj) -> None:
     Example:
       agentctl --config /etc/agentd/config.toml daemon status || systemctl status agentd
     """
-    settings = obj.settings()
+    path = obj.socket_path()
     try:
-        path = settings.control_socket_path
-    except ConfigError as exc:
-        raise UsageProblem(str(exc)) from exc
-    try:
-        reply = request_sync(path, {"op": "status"}, timeout=obj.socket_timeout())
-    except DaemonUnreachable as exc:
+        reply = transport.status(path, timeout=obj.socket_timeout())
+    except (transport.NoDaemon, transport.DaemonLost) as exc:
         raise Unreachable(f"{exc} (is `agentd run` running with this config?)", socket=str(path)) from exc
     if not reply.get("ok"):
         raise Unreachable(f"the daemon on {path} answered with an error: {reply.get('error')}", socket=str(path))

@@ -12,15 +12,12 @@ second one restores the default handler and re-raises the signal, so a stuck rea
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-import os
-import signal
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import TypeVar
 
+from agentctl.stopper import Stopper
 from agentd.store import Store
 from agentd.store.conversations import MessageRecord
 from agentd.store.sql import sql_str
@@ -35,42 +32,6 @@ T = TypeVar("T")
 POLL_INTERVAL = 0.2
 # A read failing this many times in a row is reported (at warning) but following goes on.
 _QUIET_FAILURES = 3
-
-
-class Stopper:
-    """Ends a follow loop on SIGINT; installed only around the loop, removed after it."""
-
-    def __init__(self) -> None:
-        self.event = asyncio.Event()
-        self.interrupted = False
-
-    def _on_sigint(self) -> None:
-        if self.interrupted:  # second Ctrl-C: stop waiting for the read in flight
-            signal.signal(signal.SIGINT, signal.SIG_DFL)
-            os.kill(os.getpid(), signal.SIGINT)
-            return
-        self.interrupted = True
-        self.event.set()
-
-    @contextlib.contextmanager
-    def installed(self) -> Iterator[Stopper]:
-        loop = asyncio.get_running_loop()
-        try:
-            loop.add_signal_handler(signal.SIGINT, self._on_sigint)
-            added = True
-        except (NotImplementedError, RuntimeError, ValueError):  # not the main thread
-            added = False
-        try:
-            yield self
-        finally:
-            if added:
-                loop.remove_signal_handler(signal.SIGINT)
-
-    async def sleep(self, seconds: float) -> bool:
-        """Sleep unless stopped; True when the loop should end."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.event.wait(), seconds)
-        return self.event.is_set()
 
 
 async def _guarded(what: str, failures: list[int], read: Awaitable[T]) -> T | None:

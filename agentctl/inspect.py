@@ -1,38 +1,35 @@
-"""Read-only commands: list, status, steps (with ``--follow``).
+"""Read-only commands: list, status, steps (with ``--follow``), actions, types.
 
-They read LanceDB directly and never need the daemon, so they work while it is stopped or
-restarting. A session is "not found" (exit 3) when it has neither a session row nor steps.
+They ask the daemon (a ``read`` on the control socket, no LanceDB import) and, when no daemon
+answers, run the same view here on LanceDB (``agentctl.reads``), so they work while it is
+stopped or restarting and print the same thing either way. A session is "not found" (exit 3)
+when it has neither a session row nor steps. ``steps --follow`` streams from the gateway when
+it is reachable and tails the table itself otherwise (``agentctl.stream``).
 """
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING
+from typing import Any
 
 import click
 
 from agentctl.context import Obj, json_option, pass_obj
-from agentctl.errors import EXIT_INTERRUPTED, NotFound
+from agentctl.errors import EXIT_INTERRUPTED
 from agentctl.params import id_callback, optional_id_callback
-from agentctl.views import print_session, print_sessions, print_steps
+from agentctl.reads import read
+from agentctl.views import print_actions, print_session, print_sessions, print_steps, print_types
 
-if TYPE_CHECKING:
-    from agentd.store import Store
-    from agentd.store.sessions import SessionRecord
-    from agentd.store.steps import StepRecord
-
-__all__ = ["list_command", "status", "steps"]
+__all__ = ["actions_command", "list_command", "status", "steps", "types_command"]
 
 # agentd.store.sessions.SESSION_STATUSES, repeated so that --help and completion need not import
 # LanceDB (a test keeps the two equal).
 SESSION_STATUSES = ("starting", "running", "paused", "stopping", "stopped", "error")
-# Steps read (and printed) per query by `steps`: bounds memory whatever the history's length.
-STEPS_PAGE = 1000
+ACTION_STATES = ("pending", "claimed", "done", "failed")
 
 
 @click.command("list")
 @click.option("--agent-id", metavar="ID", callback=optional_id_callback("agent id"), help="Only this agent's sessions.")
+@click.option("--type", "agent_type", metavar="TYPE", help="Only sessions of this agent type.")
 @click.option(
     "--status",
     "statuses",
@@ -42,32 +39,19 @@ STEPS_PAGE = 1000
 )
 @json_option
 @pass_obj
-def list_command(obj: Obj, agent_id: str | None, statuses: tuple[str, ...]) -> None:
+def list_command(obj: Obj, agent_id: str | None, agent_type: str | None, statuses: tuple[str, ...]) -> None:
     """List sessions, oldest first (JSON: one session object per line).
+
+    On a terminal the table fits its width (long ids are cut with an ellipsis; use --json for
+    whole values).
 
     \b
     Examples:
       agentctl list --status running --status paused
       agentctl --json list --agent-id ada | jq -r .session_id
     """
-    settings = obj.settings()
-
-    async def go() -> list[SessionRecord]:
-        from agentctl.client import open_store
-        from agentd.store.sessions import list_sessions
-
-        store = await open_store(settings)
-        return await list_sessions(store.sessions, agent_id=agent_id, statuses=list(statuses) or None)
-
-    records = obj.run(go())
-    records.sort(key=lambda r: (r.created_at, r.session_id))
-    print_sessions(records, obj.json)
-
-
-async def _session_or_none(store: Store, session_id: str) -> SessionRecord | None:
-    from agentd.store.sessions import get_session
-
-    return await get_session(store.sessions, session_id)
+    params = {"agent_id": agent_id, "statuses": list(statuses), "agent_type": agent_type}
+    print_sessions(read(obj, "list", params), obj.json)
 
 
 @click.command("status")
@@ -75,58 +59,18 @@ async def _session_or_none(store: Store, session_id: str) -> SessionRecord | Non
 @json_option
 @pass_obj
 def status(obj: Obj, session_id: str) -> None:
-    """Show one session: status, counters and its current context.
+    """Show one session: status, counters, its current context and its queued actions.
 
     JSON: {session_id, agent_id, agent_type, status, context, iteration, last_seq,
-    conversation_id, created_at, updated_at, ...}. Unknown session: exit 3.
+    conversation_id, created_at, updated_at, ..., queued_actions: [...]}. queued_actions are
+    the session's actions that no worker has applied yet. Unknown session: exit 3.
 
     \b
     Example:
       agentctl --json status s-0189f3c2a1b4-3f9a2c1d | jq .context
     """
-    settings = obj.settings()
-
-    async def go() -> SessionRecord | None:
-        from agentctl.client import open_store
-
-        return await _session_or_none(await open_store(settings), session_id)
-
-    record = obj.run(go())
-    if record is None:
-        raise NotFound(f"unknown session {session_id}", session_id=session_id)
-    print_session(record, obj.json)
-
-
-async def _step_pages(
-    store: Store, session_id: str, since: int | None, limit: int | None
-) -> AsyncIterator[list[StepRecord]]:
-    """The steps to print, in seq order, at most ``STEPS_PAGE`` rows per read.
-
-    ``--since``: the first ``limit`` steps after it (all without ``limit``); no ``--since``: the
-    latest ``limit`` (all without ``limit``). Only the seq column of the session is read whole
-    (8 bytes a step); rows, with their state snapshots, are read one seq range at a time, so a
-    long history streams instead of being loaded at once. Steps committed after the seqs were
-    read are left to the follower (or the next call).
-    """
-    from agentd.store.sql import sql_str
-    from agentd.store.steps import StepRecord
-
-    where = f"session_id = {sql_str(session_id)}"
-    rows = await store.steps.query().where(where).select(["seq"]).to_arrow()
-    seqs = sorted(rows.column("seq").to_pylist())
-    if since is not None:
-        seqs = [seq for seq in seqs if seq > since]
-        if limit is not None:
-            seqs = seqs[:limit]
-    elif limit is not None and seqs:
-        floor = max(0, seqs[-1] - limit)
-        seqs = [seq for seq in seqs if seq > floor]
-    for start in range(0, len(seqs), STEPS_PAGE):
-        page = seqs[start : start + STEPS_PAGE]
-        query = store.steps.query().where(f"{where} AND seq >= {page[0]} AND seq <= {page[-1]}")
-        records = StepRecord.from_arrow(await query.to_arrow())
-        records.sort(key=lambda r: r.seq)
-        yield records
+    row = read(obj, "status", {"session_id": session_id}, session_id=session_id)
+    print_session(row, obj.json)
 
 
 @click.command("steps")
@@ -144,46 +88,128 @@ async def _step_pages(
 def steps(obj: Obj, session_id: str, since: int | None, limit: int | None, follow: bool) -> None:
     """Print a session's steps (JSON: one step object per line), like tail -f with --follow.
 
-    Following only reads the database: it keeps going while the daemon restarts and ends
-    cleanly on Ctrl-C (exit 130).
+    Following streams from the gateway when it is reachable (resuming after a disconnect) and
+    tails the database directly otherwise; either way each step is printed once, in seq order,
+    and it keeps going while the daemon restarts. Ctrl-C ends it cleanly (exit 130).
 
     \b
     Examples:
       agentctl steps s-0189f3c2a1b4-3f9a2c1d --limit 20
       agentctl --json steps s-0189f3c2a1b4-3f9a2c1d --since 100 --follow | jq -r .text
     """
-    settings = obj.settings()
     as_json = obj.json
+    try:
+        params: dict[str, Any] | None = {"session_id": session_id, "since": since, "limit": limit}
+        last: int | None = None
+        agent_id: str | None = None
+        while params is not None:
+            page = read(obj, "steps", params, session_id=session_id)
+            agent_id = page.get("agent_id")
+            if page["steps"]:
+                print_steps(page["steps"], as_json, streaming=follow, header=last is None)
+                last = int(page["steps"][-1]["seq"])
+            params = None if page.get("next") is None else {"session_id": session_id, **page["next"]}
+        if last is None and not follow and not as_json:
+            click.echo("no steps", err=True)
+        if not follow:
+            return
+        _follow_steps(obj, session_id, agent_id, (since or 0) if last is None else last, header=last is None)
+    except KeyboardInterrupt:
+        raise click.exceptions.Exit(EXIT_INTERRUPTED) from None
+
+
+def _follow_steps(obj: Obj, session_id: str, agent_id: str | None, last: int, *, header: bool) -> None:
+    """Stream new steps from the gateway, else (or once it is gone) tail the table here."""
+    from agentctl.stream import GatewayUnavailable, RoomStream, step_row
+
+    as_json = obj.json
+    light = obj.light()
+    state = {"header": header}
+
+    def emit(batch: list[dict[str, Any]]) -> None:
+        print_steps(batch, as_json, streaming=True, header=state["header"])
+        state["header"] = False
+
+    position = last
+    if agent_id is not None:
+        stream: RoomStream | None = None
+        try:
+            stream = RoomStream(light, f"run::{agent_id}::{session_id}", last, "steps")
+            stream.run(lambda rows: emit([step_row(r, light.num_shards) for r in rows]))
+        except GatewayUnavailable as exc:
+            if stream is not None:
+                position = stream.position
+                if stream.connected:
+                    click.echo(f"agentctl: {exc}; following the database directly", err=True)
+    _tail_steps(obj, session_id, position, emit)
+
+
+def _tail_steps(obj: Obj, session_id: str, last: int, emit: Any) -> None:
+    settings = obj.settings()
 
     async def go() -> bool:
-        from agentctl.client import open_store
-        from agentctl.follow import Stopper, follow_steps
+        from agentctl.direct import open_store
+        from agentctl.follow import follow_steps
+        from agentctl.stopper import Stopper
 
         stopper = Stopper()
-        # Installed before the first read when following, so that an early Ctrl-C is clean too.
-        with stopper.installed() if follow else contextlib.nullcontext():
+        with stopper.installed():
             store = await open_store(settings)
-            last: int | None = None
-            async for page in _step_pages(store, session_id, since, limit):
-                if page:
-                    print_steps(page, as_json, streaming=follow, header=last is None)
-                    last = page[-1].seq
-            if last is None and await _session_or_none(store, session_id) is None:
-                raise NotFound(f"unknown session {session_id}", session_id=session_id)
-            if last is None and not follow and not as_json:
-                click.echo("no steps", err=True)
-            if not follow:
-                return False
-            header = last is None
-            last = (since or 0) if last is None else last
-
-            def emit(batch: list[StepRecord]) -> None:
-                nonlocal header
-                print_steps(batch, as_json, streaming=True, header=header)
-                header = False
-
-            await follow_steps(store, session_id, last, emit, stopper)
+            await follow_steps(
+                store, session_id, last, lambda batch: emit([s.model_dump(mode="json") for s in batch]), stopper
+            )
         return stopper.interrupted
 
     if obj.run(go()):
         raise click.exceptions.Exit(EXIT_INTERRUPTED)
+
+
+def _as_rows(emit: Any) -> Any:
+    return lambda batch: emit([step.model_dump(mode="json") for step in batch])
+
+
+@click.command("actions")
+@click.option("--session-id", metavar="ID", callback=optional_id_callback("session id"), help="Only this session's.")
+@click.option(
+    "--status",
+    "statuses",
+    multiple=True,
+    type=click.Choice(ACTION_STATES),
+    help="Only actions in this state (repeatable; default: pending and claimed, i.e. not applied yet).",
+)
+@click.option("--all", "show_all", is_flag=True, help="Every state, finished actions too (kept [queue] retention).")
+@click.option("--limit", type=click.IntRange(min=1, max=100_000), default=1000, show_default=True, metavar="N")
+@json_option
+@pass_obj
+def actions_command(obj: Obj, session_id: str | None, statuses: tuple[str, ...], show_all: bool, limit: int) -> None:
+    """List queued actions and their state, oldest first (JSON: one action object per line).
+
+    An action is pending until a worker claims it, claimed while it is applied, then done or
+    failed (a withdrawn one is failed with error_code "cancelled"). `agentctl cancel
+    ACTION_ID` withdraws a pending one.
+
+    \b
+    Examples:
+      agentctl actions
+      agentctl --json actions --all --session-id s-0189f3c2a1b4-3f9a2c1d
+    """
+    chosen = list(ACTION_STATES) if show_all else list(statuses) or ["pending", "claimed"]
+    params = {"session_id": session_id, "statuses": chosen, "limit": limit}
+    print_actions(read(obj, "actions", params), obj.json)
+
+
+@click.command("types")
+@json_option
+@pass_obj
+def types_command(obj: Obj) -> None:
+    """List the agent types `agentctl create TYPE` can create, with their config fields.
+
+    JSON: one {"type", "class", "description", "config": [{"name", "type", "required",
+    "default", "description"}]} per line. Types come from the daemon's registry (built-ins and
+    the `agentd.agents` entry points installed where it runs).
+
+    \b
+    Example:
+      agentctl types
+    """
+    print_types(read(obj, "types", {}), obj.json)

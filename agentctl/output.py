@@ -29,6 +29,10 @@ __all__ = [
     "table_lines",
 ]
 
+# On a terminal: the narrowest the last column gets, and the narrowest a shrunk column gets.
+LAST_MIN = 20
+SHRINK_MIN = 8
+
 STATUS_COLOURS: Mapping[str, str] = {
     "running": "green",
     "ok": "green",
@@ -104,11 +108,16 @@ def table_lines(
     right: Sequence[int] = (),
     min_widths: Mapping[int, int] | None = None,
     header: bool = True,
+    shrink: Sequence[int] = (),
 ) -> list[str]:
-    """Aligned columns; the last column is cut to the terminal width when on a terminal.
+    """Aligned columns that fit the terminal when on a terminal (never wrapped rows).
 
     ``colours`` maps a column index to value -> colour (statuses); ``right`` right-aligns
     numeric columns; ``min_widths`` keeps a streamed table's columns steady between batches.
+    On a terminal the last column is cut to what is left of its width; when even that would
+    leave it less than ``LAST_MIN`` characters, the ``shrink`` columns (in that order) are cut
+    first, each to at least ``SHRINK_MIN``, with an ellipsis. Off a terminal nothing is cut:
+    scripts get whole values.
     """
     colours = colours or {}
     widths = [len(h) if header else 0 for h in headers]
@@ -118,9 +127,17 @@ def table_lines(
         for index, cell in enumerate(row[:-1]):
             widths[index] = max(widths[index], len(cell))
     last_width: int | None = None
+    cut: dict[int, int] = {}
     if sys.stdout.isatty():
-        used = sum(w + 2 for w in widths[:-1])
-        last_width = max(20, shutil.get_terminal_size().columns - used)
+        columns = shutil.get_terminal_size().columns
+        for index in shrink:
+            excess = sum(w + 2 for w in widths[:-1]) + LAST_MIN - columns
+            if excess <= 0:
+                break
+            if index < len(widths) - 1 and widths[index] > SHRINK_MIN:
+                narrower = max(SHRINK_MIN, widths[index] - excess)
+                cut[index] = widths[index] = narrower
+        last_width = max(LAST_MIN, columns - sum(w + 2 for w in widths[:-1]))
 
     def render(cells: Sequence[str], is_header: bool) -> str:
         parts = []
@@ -128,6 +145,10 @@ def table_lines(
             if index == len(cells) - 1:
                 parts.append(style(cell, bold=True) if is_header else one_line(cell, last_width))
                 continue
+            if index in cut and len(cell) > cut[index] and not is_header:
+                cell = cell[: cut[index] - 1] + "…"
+            elif index in cut and is_header:
+                cell = cell[: cut[index]]
             padded = cell.rjust(widths[index]) if index in right else cell.ljust(widths[index])
             colour = None if is_header else colours.get(index, {}).get(cell)
             parts.append(style(padded, colour, bold=is_header))

@@ -18,6 +18,7 @@ from agentd.ids import validate_id
 __all__ = [
     "TEXT",
     "FreeText",
+    "check_id",
     "check_text",
     "id_callback",
     "ids_callback",
@@ -74,11 +75,15 @@ class FreeText(click.ParamType[str, Any]):
 TEXT = FreeText()
 
 
-def _check(value: str, what: str) -> str:
+def check_id(value: str, what: str) -> str:
+    """An id (session, agent, ...) or a usage error naming what is wrong with it."""
     try:
         return validate_id(value, what)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from exc
+
+
+_check = check_id
 
 
 def id_callback(what: str) -> Any:
@@ -118,27 +123,32 @@ def parse_duration(_ctx: click.Context | None, _param: click.Parameter | None, v
     return float(sum(float(n) * _DURATION_UNITS[unit] for n, unit in _DURATION.findall(text)))
 
 
-def parse_guidance(text: str) -> dict[str, Any] | str:
-    """GUIDANCE is a JSON object or free text; text starting with ``{`` must be valid JSON.
+def parse_guidance(text: str) -> dict[str, Any] | list[Any] | str:
+    """GUIDANCE is a JSON object, a JSON array (of operations), or free text.
 
-    Why not fall back to free text: ``'{"subject": '`` is a broken object, not a sentence, and
-    sending it as text would only get a confusing rejection from the worker later.
+    Text starting with ``{`` or ``[`` must be valid JSON. Why not fall back to free text:
+    ``'{"subject": '`` is a broken object, not a sentence, and sending it as text would only
+    get a confusing rejection from the worker later. What the operations mean is the
+    worker's business: they are passed through as given.
     """
     check_text(text, "guidance")
     stripped = text.strip()
     if not stripped:
         raise click.BadParameter('guidance is empty; give a JSON object or free text such as "about cats"')
-    if not stripped.startswith("{"):
+    if not stripped.startswith(("{", "[")):
         return stripped
+    what = "object" if stripped.startswith("{") else "array"
     try:
         value = json.loads(stripped)
     except json.JSONDecodeError as exc:
         raise click.BadParameter(
-            f"starts with '{{' but is not a valid JSON object ({exc.msg}, column {exc.colno}); "
+            f"starts with '{stripped[0]}' but is not a valid JSON {what} ({exc.msg}, column {exc.colno}); "
             'fix the JSON (e.g. \'{"subject": "cats"}\') or give free text such as "about cats"'
         ) from exc
-    if not isinstance(value, dict):  # pragma: no cover - valid JSON starting with '{' is an object
-        raise click.BadParameter("guidance JSON must be an object")
+    if not isinstance(value, dict | list):  # pragma: no cover - valid JSON starting with '{'/'[' is one
+        raise click.BadParameter(f"guidance JSON must be an {what}")
+    if isinstance(value, list) and not value:
+        raise click.BadParameter("the guidance array is empty; give at least one operation")
     _check_json(value)  # JSON escapes such as "\\ud800" decode to lone surrogates too
     return value
 

@@ -135,7 +135,7 @@ def purge(
     before = None if stopped_before is None else datetime.now(UTC) - timedelta(seconds=stopped_before)
 
     async def go() -> Plan:
-        from agentctl.client import open_store
+        from agentctl.direct import open_store
         from agentd.store.retention import purge_sessions
 
         store = await open_store(settings)
