@@ -12,8 +12,10 @@ so a slow tick or a slow commit never lets a live claim expire. A claimer never 
 own claims (its ``claimer`` name includes its ownership epoch, so it is unique per process
 start). A shard's *owner* (``takeover=True``) also takes over, at once, claims that any other
 claimer holds in its shards: only a predecessor that the supervisor has already killed and
-reaped (or that exited) can hold them, so nothing waits a lease after a restart. Claims
-without ``takeover`` wait for the lease to expire, as before.
+reaped (or that exited) can hold them, so nothing waits a lease after a restart. The epoch
+check is inside the claim's conditional write (``claim_epoch``): an owner takes over live claims
+of an *older* epoch only, so a stale process that still believes it owns the shard can never take
+a newer owner's actions. Claims without ``takeover`` wait for the lease to expire, as before.
 
 ``complete``/``fail`` are compare-and-set on the claimed version and token, so acknowledging
 twice, after losing the lease, or after ``release`` (hand back at a graceful stop) is rejected.
@@ -114,8 +116,10 @@ class ActionQueue:
         lease: float = 30.0,
         claim_batch: int = 200,
         claimer: str | None = None,
+        epoch: int = 0,
     ) -> None:
         self.table = table
+        self.epoch = epoch  # the claimer's ownership epoch (0: unfenced)
         self.num_shards = num_shards
         self.lease = lease
         self.claim_batch = claim_batch
@@ -224,7 +228,10 @@ class ActionQueue:
         now = sql_ts(utcnow())
         stale = f"lease_until < {now}"
         if takeover:
-            stale = f"({stale} OR claimed_by <> {sql_str(self.claimer)})"
+            other = f"claimed_by <> {sql_str(self.claimer)}"
+            if self.epoch:  # fenced: never from a newer owner, whatever a stale process believes
+                other = f"({other} AND (claim_epoch IS NULL OR claim_epoch < {int(self.epoch)}))"
+            stale = f"({stale} OR {other})"
         # Our own claims are never claimable again: their lease is renewed while we hold them.
         mine = f"claimed_by = {sql_str(self.claimer)}"
         claimed = f"(status = 'claimed' AND {stale} AND NOT {mine})"
@@ -272,6 +279,7 @@ class ActionQueue:
             "attempts": "coalesce(attempts, 0) + 1",
             "claimed_by": sql_str(self.claimer),
             "claim_token": sql_str(token),
+            "claim_epoch": str(int(self.epoch)) if self.epoch else "NULL",
             "claimed_at": sql_ts(now),
             "lease_until": sql_ts(now + timedelta(seconds=self.lease)),
         }

@@ -228,8 +228,16 @@ async def _serve(settings: Settings, args: argparse.Namespace) -> int:
                 break
         stop.set()  # stop message, or EOF: the supervisor is gone
 
+    async def writer_failure() -> None:
+        """A writer stopped for good (fenced inside a write, or by the fence check) ends the worker."""
+        error = await host.writer.failed()
+        if isinstance(error, FencedOut) or getattr(error, "fatal", False):
+            raise FencedOut(f"{name}: {error}")
+        raise error
+
     tasks = [
         asyncio.create_task(host.run(), name="claim-loop"),
+        asyncio.create_task(writer_failure(), name="writer"),
         asyncio.create_task(heartbeat(), name="heartbeat"),
         asyncio.create_task(listen(), name="control"),
         asyncio.create_task(stop.wait(), name="stop"),

@@ -194,3 +194,21 @@ def test_retention_purges_only_old_finished_actions(db_uri: str) -> None:
         assert await queue.counts() == {"pending": 1}
 
     run(scenario())
+
+
+def test_a_stale_owner_cannot_take_over_a_newer_owners_live_claims(db_uri: str) -> None:
+    """Issue 11, finding 6: the epoch check is inside the claim's conditional write."""
+
+    async def scenario() -> None:
+        store = await Store.open(db_uri, 4)
+        owner = ActionQueue(store.actions, 4, claimer="worker-0@200", epoch=200)
+        stale = ActionQueue(store.actions, 4, claimer="worker-0@100", epoch=100)
+        successor = ActionQueue(store.actions, 4, claimer="worker-0@300", epoch=300)
+        action = await owner.enqueue("pause", "s-1")
+        [claimed] = await owner.claim(range(4), takeover=True)
+        assert claimed.action_id == action.action_id and claimed.claim_epoch == 200
+        assert await stale.claim(range(4), takeover=True) == []
+        [taken] = await successor.claim(range(4), takeover=True)
+        assert taken.action_id == action.action_id and taken.claim_epoch == 300
+
+    run(scenario())

@@ -82,6 +82,7 @@ class SessionHost:
             fence=fence,
             on_commit=on_commit,
             on_flush=self.telemetry.flushed,
+            epoch=epoch,
         )
         self.queue = ActionQueue(
             store.actions,
@@ -90,6 +91,7 @@ class SessionHost:
             claim_batch=settings.queue.claim_batch,
             # Unique per process start: a claimer never re-claims its own claims (see agentd.queue).
             claimer=f"{name}@{epoch}" if epoch else f"{name}@{os.getpid()}.{new_id('h')}",
+            epoch=epoch,
         )
         self.acks = AckBatcher(self.queue, on_acked=on_acked)
         self.claims = ClaimKeeper(self.queue)

@@ -308,6 +308,7 @@ class SessionRunner:
             created_at,
             updated_at,
             version,
+            self.epoch,
         )
 
     def _encode_context(self) -> str:

@@ -46,6 +46,9 @@ SCHEMA = pa.schema(
         # Why it failed, as a code clients map to exit codes (agentd.protocol.ErrorCode); added
         # after the first release, so null on older rows (clients then read the message).
         pa.field("error_code", pa.string()),
+        # Ownership epoch of the claimer: a shard owner takes over live claims only from an older
+        # epoch, so a stale worker can never take a newer owner's actions (null: unfenced or old).
+        pa.field("claim_epoch", pa.int64()),
     ]
 )
 
@@ -84,6 +87,7 @@ class ActionRecord(Record):
     created_at: datetime
     done_at: datetime | None = None
     error_code: str | None = None
+    claim_epoch: int | None = None
 
     @property
     def finished(self) -> bool:

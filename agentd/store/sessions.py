@@ -38,6 +38,9 @@ SCHEMA = pa.schema(
         ts_field("created_at"),
         ts_field("updated_at"),
         pa.field("version", pa.int64()),
+        # Ownership epoch of the worker that wrote the row (fencing: a row is only replaced by a
+        # writer of the same or a newer epoch; null on rows of older agentd versions).
+        pa.field("epoch", pa.int64()),
     ]
 )
 
@@ -68,6 +71,7 @@ class SessionRecord(Record):
     created_at: datetime
     updated_at: datetime
     version: int = 0
+    epoch: int | None = None
 
 
 async def upsert_sessions(table: Any, records: list[SessionRecord]) -> None:

@@ -138,12 +138,14 @@ class BatchingWriter:
         fence: Fence | None = None,
         on_commit: Callable[[list[str]], None] | None = None,
         on_flush: Callable[[float, int], None] | None = None,
+        epoch: int = 0,
     ) -> None:
         self.store = store
         # Told the session ids of each committed batch of steps: the worker forwards them to the
         # gateway as a read hint (agentd.protocol.CommitHint), so live events skip its poll.
         self.on_commit = on_commit
         self.on_flush = on_flush  # (seconds, rows) of each commit: the worker's metrics
+        self.epoch = epoch  # stamped on session rows submitted without one (see _EPOCH_FENCE)
         self.flush_interval = flush_interval
         self.flush_max_rows = flush_max_rows
         self.max_buffered_rows = max_buffered_rows
@@ -186,6 +188,8 @@ class BatchingWriter:
 
         Waits while the buffer is above its high watermark (backpressure).
         """
+        if snapshot is not None and snapshot.epoch is None and self.epoch:
+            snapshot = snapshot.model_copy(update={"epoch": self.epoch})  # fenced like the runners' rows
         return await self.submit_values(
             [step.to_values() for step in steps] if steps else None,
             snapshot.to_values() if snapshot is not None else None,
@@ -228,6 +232,13 @@ class BatchingWriter:
                 raise WriterClosed(f"the writer failed: {self._error}")
 
         await asyncio.wait_for(until(), timeout)
+
+    async def failed(self) -> BaseException:
+        """Wait until the writer stops for good (a fatal error such as being fenced out); return why."""
+        async with self._durable_changed:
+            await self._durable_changed.wait_for(lambda: self._error is not None)
+        assert self._error is not None
+        return self._error
 
     async def flush(self) -> None:
         """Commit everything submitted so far and wait for it."""
@@ -403,6 +414,32 @@ def _repair(value: Any, field: pa.Field) -> Any:
     raise ValueError(f"column {field.name} cannot hold {value!r}")
 
 
+# Fencing inside the write: a session row is replaced only by a writer of the same or a newer
+# ownership epoch. Epoch 0 is an unfenced writer (a worker run by hand, a test), null an old row.
+_EPOCH_FENCE = "target.epoch IS NULL OR source.epoch IS NULL OR source.epoch = 0 OR source.epoch >= target.epoch"
+
+
+class FencedWrite(Exception):
+    """A session row was not replaced because a newer owner wrote it: this writer is stale."""
+
+    fatal = True
+
+
 async def _upsert_sessions(table: Any, rows: pa.Table) -> None:
-    """``upsert_sessions`` for a table already in the ``sessions`` schema (one row per session)."""
-    await table.merge_insert("session_id").when_matched_update_all().when_not_matched_insert_all().execute(rows)
+    """Write one row per session (schema order), refusing to overwrite a newer owner's row.
+
+    A stale worker (one the supervisor replaced, e.g. resumed after SIGSTOP past its lease)
+    passed the check-then-act fence before this commit; this condition stops it inside the
+    write itself, and the shortfall in the result tells it that it is fenced out.
+    """
+    result = await (
+        table.merge_insert("session_id")
+        .when_matched_update_all(where=_EPOCH_FENCE)
+        .when_not_matched_insert_all()
+        .execute(rows)
+    )
+    written = int(getattr(result, "num_updated_rows", 0)) + int(getattr(result, "num_inserted_rows", 0))
+    if result is not None and hasattr(result, "num_updated_rows") and written < rows.num_rows:
+        raise FencedWrite(
+            f"{rows.num_rows - written} of {rows.num_rows} session rows belong to a newer owner; this worker is stale"
+        )

@@ -41,7 +41,7 @@ from agentd.ids import shards_of_worker
 from agentd.sdnotify import SdNotifier
 from agentd.store import Store, StoreError
 from agentd.store.maintenance import MaintenanceReport, maintenance_loop
-from agentd.store.owners import OwnerRecord, retire_owners, set_owner
+from agentd.store.owners import OwnerRecord, list_owners, retire_owners, set_owner
 from agentd.supervision.children import Child, describe_exit, spawn_child, stop_children
 from agentd.supervision.control_api import ControlAPI
 from agentd.supervision.dblock import DatabaseClaim, DatabaseInUse
@@ -86,6 +86,7 @@ class Supervisor:
         self.control_api = ControlAPI(self)  # the control socket's requests (agentd.protocol)
         self.metrics = MetricsServer(self, settings.metrics)
         self.gateway_problem: str | None = None  # why the gateway last exited (daemon status)
+        self._last_epoch = 0  # the newest ownership epoch handed out (or found in the owners table)
         self._exit_code = EXIT_OK
         self.progress = Progress()  # what the watchdog looks at to decide "stuck"
         self._pending_restarts: set[int] = set()
@@ -270,6 +271,7 @@ class Supervisor:
     async def start_workers(self) -> None:
         workers = self.settings.daemon.workers
         assert self.store is not None
+        self._last_epoch = max([self._last_epoch, *(o.epoch for o in await list_owners(self.store))])
         await retire_owners(self.store, workers)
         for index in range(workers):
             await self.start_worker(index)
@@ -277,7 +279,8 @@ class Supervisor:
     async def start_worker(self, index: int) -> None:
         assert self.store is not None
         workers = self.settings.daemon.workers
-        epoch = time.time_ns()
+        # Epochs only grow, even if the wall clock steps back: rows are fenced by comparing them.
+        epoch = self._last_epoch = max(time.time_ns(), self._last_epoch + 1)
         spare = self.spare if self.spare is not None and self.spare.ready_event.is_set() and self.spare.alive else None
         # The new epoch is durable before any process acts on the slot.
         await set_owner(
