@@ -151,9 +151,14 @@ def resolve(obj: Obj, kind: str, selector: Selector) -> tuple[list[str], list[di
     return targets, skipped
 
 
+def stdin_is_terminal() -> bool:
+    """Whether a person can answer a question (tests replace this to answer one)."""
+    return sys.stdin.isatty()
+
+
 def confirm(kind: str, targets: list[str], assume_yes: bool) -> None:
     """On a terminal, ask before acting on a selection (unless --yes); scripts are not asked."""
-    if assume_yes or not sys.stdin.isatty():
+    if assume_yes or not stdin_is_terminal():
         return
     shown = ", ".join(targets[:CONFIRM_SHOWN]) + (" ..." if len(targets) > CONFIRM_SHOWN else "")
     click.confirm(f"{kind.capitalize()} {len(targets)} session(s) ({shown})?", abort=True, err=True)

@@ -7,15 +7,16 @@ import os
 import subprocess
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from ctlkit import Ctl, agentctl_argv, write_config
 
-import agentctl.inspect
 from agentd.config import load_settings
 from agentd.store import Store
 from agentd.store.steps import StepRecord
 from agentd.timeutil import utcnow
+from agentd.views import read_view
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -62,7 +63,7 @@ def test_undecodable_bytes_in_free_text_are_usage_errors_not_tracebacks(tmp_path
     assert asyncio.run(store.messages.count_rows()) == 0
 
 
-def test_steps_reads_a_long_history_in_pages(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_steps_reads_a_long_history_in_pages(tmp_path: Path) -> None:
     """Without --limit every step prints, in order, read STEPS_PAGE rows at a time; --limit keeps
     meaning the latest N, and --since/--limit the first N after SEQ (also across retention gaps)."""
     config = write_config(tmp_path)
@@ -74,11 +75,17 @@ def test_steps_reads_a_long_history_in_pages(tmp_path: Path, monkeypatch: pytest
         for q in range(11, 61)
     ]
     asyncio.run(store.steps.add(StepRecord.to_arrow(steps)))
-    monkeypatch.setattr(agentctl.inspect, "STEPS_PAGE", 7)
 
     async def pages(since: int | None, limit: int | None) -> list[list[int]]:
+        """Page through agentd.views' steps view, 7 steps a page, as agentctl does (following ``next``)."""
         opened = await Store.open(store.uri, store.num_shards, create=False)
-        return [[r.seq for r in page] async for page in agentctl.inspect._step_pages(opened, "s-long", since, limit)]
+        params: dict[str, Any] | None = {"session_id": "s-long", "since": since, "limit": limit, "page": 7}
+        result = []
+        while params is not None:
+            page = await read_view(opened, "steps", params)
+            result.append([s["seq"] for s in page["steps"]])
+            params = None if page["next"] is None else {"session_id": "s-long", "page": 7, **page["next"]}
+        return result
 
     all_pages = asyncio.run(pages(None, None))
     assert [len(p) for p in all_pages] == [7] * 7 + [1]

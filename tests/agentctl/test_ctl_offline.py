@@ -74,3 +74,57 @@ def test_configuration_problems_are_usage_errors(tmp_path: Path) -> None:
     typo.write_text("[daemon]\nworkerz = 2\n")
     assert "unknown key" in Ctl(typo)("list", code=2).stderr
     assert "config file not found" in Ctl(tmp_path / "absent.toml")("list", code=2).stderr
+
+
+def _empty_database(tmp_path: Path) -> Path:
+    config = write_config(tmp_path)
+    settings = load_settings(config)
+    asyncio.run(Store.open(settings.storage.uri, settings.storage.num_shards))
+    return config
+
+
+def test_without_a_daemon_it_says_so_at_once_and_ctrl_c_withdraws(tmp_path: Path) -> None:
+    """The default 30 s wait starts with the news (no daemon; queued); Ctrl-C then withdraws it."""
+    import signal
+    import time
+
+    from ctlkit import spawn_agentctl, stop_process
+
+    config = _empty_database(tmp_path)
+    proc = spawn_agentctl(config, "pause", "s-nobody")
+    try:
+        assert proc.stderr is not None
+        started = time.monotonic()
+        first = proc.stderr.readline()
+        assert "no daemon answers" in first and "is queued (action a-" in first and "Ctrl-C withdraws" in first
+        assert time.monotonic() - started < 20, "said at once, not after the 30 s timeout"
+        action_id = first.split("(action ")[1].split(")")[0]
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 130
+        rest = proc.stderr.read()
+        assert f"withdrew action {action_id}" in rest, rest
+    finally:
+        stop_process(proc)
+    ctl = Ctl(config)
+    assert ctl.json("actions") == [], "no longer queued"
+    row = ctl.json("actions", "--all")
+    assert row["action_id"] == action_id and row["status"] == "failed" and row["error_code"] == "cancelled"
+
+
+def test_without_a_daemon_no_wait_queues_and_cancel_withdraws(tmp_path: Path) -> None:
+    config = _empty_database(tmp_path)
+    ctl = Ctl(config)
+    created = ctl("create", "joke", "--session-id", "later", "--no-wait")
+    assert created.stdout.strip() == "later", "create --no-wait prints the session id"
+    assert "no daemon answers" in created.stderr and "queued" in created.stderr
+    queued = ctl.json("pause", "later", "--no-wait")
+    assert queued["status"] == "pending" and queued["kind"] == "pause" and queued["shard"] >= 0
+    listed = ctl.json("actions")
+    assert [a["kind"] for a in listed] == ["create", "pause"]
+    status = ctl("status", "later", code=3)  # no session row yet: nothing applied
+    assert "unknown session" in status.stderr
+    cancelled = ctl.json("cancel", queued["action_id"])
+    assert cancelled["outcome"] == "cancelled"
+    assert ctl("cancel", queued["action_id"]).stdout.split() == [queued["action_id"], "cancelled"]
+    assert ctl("cancel", "a-nothing", code=3).stdout.split()[-2:] == ["not", "found"]
+    assert ctl.json("actions")["kind"] == "create", "one queued action left: one JSON object"

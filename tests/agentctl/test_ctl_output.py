@@ -46,7 +46,8 @@ def test_table_aligns_on_plain_text_even_with_colour(monkeypatch: pytest.MonkeyP
 def test_guidance_parsing() -> None:
     assert parse_guidance('  {"subject": "cats"} ') == {"subject": "cats"}
     assert parse_guidance("about cats") == "about cats"
-    assert parse_guidance("[1, 2]") == "[1, 2]", "only text starting with '{' is taken as JSON"
+    assert parse_guidance('[{"op": "set", "subject": "cats"}]') == [{"op": "set", "subject": "cats"}]
+    assert parse_guidance("(1, 2)") == "(1, 2)", "only text starting with '{' or '[' is taken as JSON"
     for bad in ('{"subject": ', "{not json}", '{"a": 1} trailing'):
         with pytest.raises(click.BadParameter, match="not a valid JSON object"):
             parse_guidance(bad)
