@@ -48,7 +48,7 @@ _STEP_COLUMNS = (
 )
 _SESSION_COLUMNS = (
     *("session_id", "agent_id", "agent_type", "shard", "status", "desired_status", "config", "context"),
-    *("iteration", "last_seq", "last_result", "conversation_id", "created_at", "updated_at", "version"),
+    *("iteration", "last_seq", "last_result", "conversation_id", "created_at", "updated_at", "version", "epoch"),
 )
 if tuple(StepRecord.SCHEMA.names) != _STEP_COLUMNS or tuple(SessionRecord.SCHEMA.names) != _SESSION_COLUMNS:
     raise RuntimeError("steps/sessions schema changed: update SessionRunner._persist to match")
