@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +51,8 @@ class ControlBridge:
     store: Any
     socket: Path | None
     socket_problem: str | None = None
+    # Submissions per path taken ("api" or "queue"), for /metrics: the fallback should stay at 0.
+    paths: dict[str, int] = field(default_factory=dict)
 
     async def submit(self, op: ActionOp) -> AckEvent:
         """Queue ``op`` through the daemon and wait for its acknowledgement (at most ``op.timeout``)."""
@@ -58,8 +60,11 @@ class ControlBridge:
             return _failed(op, self.socket_problem or NO_DAEMON, "unavailable")
         try:
             ack = await self._submit_api(op)
-        except _Unsupported:
+            self.paths["api"] = self.paths.get("api", 0) + 1
+        except _Unsupported as exc:
+            log.info("the daemon does not speak the control API (%s); queueing %s directly", exc, op.kind)
             ack = await self._submit_queue(op)
+            self.paths["queue"] = self.paths.get("queue", 0) + 1
         except DaemonUnreachable as exc:
             log.info("console action %s of %s not queued: %s", op.kind, op.session_id, exc)
             return _failed(op, f"{NO_DAEMON}; nothing was queued", "unavailable")

@@ -38,7 +38,7 @@ from agentd.gateway.rooms import RoomRegistry
 from agentd.gateway.subscriber import Connection
 from agentd.gateway.subscription import GatewayContext
 from agentd.gateway.tailer import MessageTail, StepTail
-from agentd.gateway.web import route
+from agentd.gateway.web import QuietHttpLog, route
 from agentd.protocol import CommitHint, parse_parent_message
 from agentd.store import Store, StoreError
 
@@ -102,7 +102,9 @@ class Gateway:
         # Removed again by close(): websockets' DEBUG log shows request lines and headers.
         token = self.config.token
         self._redact = RedactSecrets([token, quote(token, safe=""), quote_plus(token, safe="")])
+        self._quiet = QuietHttpLog()
         logging.getLogger(WS_LOGGER).addFilter(self._redact)
+        logging.getLogger(WS_LOGGER).addFilter(self._quiet)
 
     @property
     def port(self) -> int:
@@ -277,6 +279,7 @@ class Gateway:
             log.info("gateway closed (%d connections closed with %d)", self.stats.delivery.connections_total, code)
         finally:
             logging.getLogger(WS_LOGGER).removeFilter(self._redact)
+            logging.getLogger(WS_LOGGER).removeFilter(self._quiet)
             self._closed.set_result(None)
 
 

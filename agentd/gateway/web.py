@@ -30,6 +30,7 @@ import http
 import json
 import logging
 import mimetypes
+from collections import OrderedDict
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -46,7 +47,7 @@ from agentd.gateway.read_api import ApiError
 if TYPE_CHECKING:
     from agentd.gateway.server import Gateway
 
-__all__ = ["CSP", "route"]
+__all__ = ["CSP", "QuietHttpLog", "route"]
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,43 @@ CSP = (
 )
 CONSOLE_PACKAGE = "agentd.console"
 _TYPES = {".js": "text/javascript", ".css": "text/css", ".html": "text/html", ".svg": "image/svg+xml"}
+
+
+class QuietHttpLog(logging.Filter):
+    """Drop websockets' INFO lines for plain HTTP answered without error (console files, reads).
+
+    websockets logs every HTTP response and the close that follows at INFO, as it does for a
+    WebSocket's open and close. An open console polls ``/api`` every 2 s, which would fill the
+    daemon's log with two lines a second per browser tab; refusals (4xx, 5xx) are still logged.
+    Records carry their connection (websockets' ``LoggerAdapter`` extra ``websocket``), so the
+    close of a quietly answered request is recognised (by the connection's id) and dropped too.
+    """
+
+    def __init__(self, memory: int = 10_000) -> None:
+        super().__init__()
+        self.memory = memory
+        self._quiet: OrderedDict[Any, None] = OrderedDict()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno != logging.INFO:
+            return True
+        conn = getattr(record, "websocket", None)
+        try:
+            key = None if conn is None else conn.id
+        except ReferenceError:  # the connection is gone already
+            key = None
+        message = record.msg if isinstance(record.msg, str) else ""
+        if message.startswith("HTTP response sent") and key is not None:
+            status = record.args[0] if isinstance(record.args, tuple) and record.args else 500
+            if isinstance(status, int) and status < 400:
+                self._quiet[key] = None
+                while len(self._quiet) > self.memory:
+                    self._quiet.popitem(last=False)
+                return False
+        elif message == "connection closed" and key is not None and key in self._quiet:
+            del self._quiet[key]
+            return False
+        return True
 
 
 def _is_upgrade(request: Request) -> bool:

@@ -12,11 +12,13 @@ from __future__ import annotations
 import http.server
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from .consoletools import (
     DESKTOP,
@@ -115,6 +117,23 @@ def test_session_live_pause_guide_resume_destroy(world: dict[str, Any]) -> None:
     assert _top_seq(page) == stopped_at
     _shot(page, "session-after-destroy-1280")
     assert not page.errors, page.errors
+
+    # The buttons went through the daemon's control API (not the queue fallback), and the
+    # workers' commit hints reached the gateway through the supervisor.
+    metrics = _metrics(world)
+    assert metrics[("agentd_gateway_control_submits_total", (("path", "api"),))] == 4  # pause, guide, resume, destroy
+    assert metrics[("agentd_gateway_control_submits_total", (("path", "queue"),))] == 0
+    assert metrics[("agentd_gateway_commit_hints_total", ())] > 0
+
+
+def _metrics(world: dict[str, Any]) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    with urllib.request.urlopen(_url(world, "/metrics"), timeout=5) as response:
+        text = response.read().decode()
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
 
 
 def test_conversation_post_and_persona_reply(world: dict[str, Any]) -> None:
