@@ -31,6 +31,7 @@ __all__ = [
 
 # On a terminal: the narrowest the last column gets, and the narrowest a shrunk column gets.
 LAST_MIN = 20
+LAST_DROP = 4  # narrower than this, the last column is left out rather than wrap every row
 SHRINK_MIN = 8
 
 STATUS_COLOURS: Mapping[str, str] = {
@@ -116,8 +117,9 @@ def table_lines(
     numeric columns; ``min_widths`` keeps a streamed table's columns steady between batches.
     On a terminal the last column is cut to what is left of its width; when even that would
     leave it less than ``LAST_MIN`` characters, the ``shrink`` columns (in that order) are cut
-    first, each to at least ``SHRINK_MIN``, with an ellipsis. Off a terminal nothing is cut:
-    scripts get whole values.
+    first, each to at least ``SHRINK_MIN``, with an ellipsis; the last column gets what is left,
+    and is left out when that is under ``LAST_DROP``. Off a terminal nothing is cut: scripts
+    get whole values.
     """
     colours = colours or {}
     widths = [len(h) if header else 0 for h in headers]
@@ -137,13 +139,16 @@ def table_lines(
             if index < len(widths) - 1 and widths[index] > SHRINK_MIN:
                 narrower = max(SHRINK_MIN, widths[index] - excess)
                 cut[index] = widths[index] = narrower
-        last_width = max(LAST_MIN, columns - sum(w + 2 for w in widths[:-1]))
+        last_width = columns - sum(w + 2 for w in widths[:-1])
 
     def render(cells: Sequence[str], is_header: bool) -> str:
         parts = []
         for index, cell in enumerate(cells):
             if index == len(cells) - 1:
-                parts.append(style(cell, bold=True) if is_header else one_line(cell, last_width))
+                if last_width is not None and last_width < LAST_DROP:  # no room at all: left out
+                    continue
+                shown = one_line(cell, last_width)
+                parts.append(style(shown, bold=True) if is_header else shown)
                 continue
             if index in cut and len(cell) > cut[index] and not is_header:
                 cell = cell[: cut[index] - 1] + "…"

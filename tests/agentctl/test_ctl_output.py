@@ -113,3 +113,26 @@ def test_durations() -> None:
     for bad in ("", "h", "5 parsecs", "-1d"):
         with pytest.raises(click.BadParameter):
             parse_duration(None, None, bad)
+
+
+def test_tables_fit_the_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On an 80-column terminal a session list does not wrap: the agent id gives way first."""
+    import os
+    import shutil
+    import sys
+
+    from agentctl.output import table_lines
+
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True, raising=False)
+    monkeypatch.setattr(shutil, "get_terminal_size", lambda *a, **k: os.terminal_size((80, 24)))
+    monkeypatch.setenv("NO_COLOR", "1")
+    sid = "s-0189f3c2a1b4-3f9a2c1d"
+    row = [sid, sid, "joke", "running", "12", "12", "3m 2s ago", "subject: a long subject about many things"]
+    headers = ["SESSION", "AGENT", "TYPE", "STATUS", "TICKS", "SEQ", "UPDATED", "ABOUT"]
+    lines = table_lines(headers, [row, row], right=(4, 5), shrink=(1, 2, 6))
+    assert all(len(line) <= 80 for line in lines), [len(line) for line in lines]
+    assert lines[1].startswith(sid + "  "), "the session id stays whole"
+    assert "…" in lines[1]
+    monkeypatch.setattr(shutil, "get_terminal_size", lambda *a, **k: os.terminal_size((200, 24)))
+    wide = table_lines(headers, [row], right=(4, 5), shrink=(1, 2, 6))
+    assert "…" not in wide[1] and row[-1] in wide[1]
