@@ -272,8 +272,13 @@ class Assign(_Message):
 
 
 class Wake(_Message):
+    """New actions wait in the worker's shards. ``actions`` are the rows the supervisor just
+    appended (``ActionRecord`` as JSON, validated by the worker), so the worker claims them by id
+    without scanning the table; a wake without them makes it look."""
+
     type: Literal["wake"] = "wake"
     shard: int | None = None
+    actions: list[dict[str, Any]] = Field(default_factory=list)
 
 
 class Stop(_Message):

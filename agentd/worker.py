@@ -223,7 +223,7 @@ async def _serve(settings: Settings, args: argparse.Namespace) -> int:
             return
         async for message in channel.messages():
             if isinstance(message, Wake):
-                host.hint()
+                host.hint(_offered(message))
             elif isinstance(message, Stop):
                 break
         stop.set()  # stop message, or EOF: the supervisor is gone
@@ -268,6 +268,19 @@ async def _serve(settings: Settings, args: argparse.Namespace) -> int:
     if host.writer.stats.failures and host.writer.buffered:
         log.error("%d rows could not be committed", host.writer.buffered)
     return code
+
+
+def _offered(wake: Wake) -> list[Any]:
+    """The action rows a wake carries; a row that does not validate is left to the table scan."""
+    from agentd.store.actions import ActionRecord
+
+    offered = []
+    for data in wake.actions:
+        try:
+            offered.append(ActionRecord.model_validate(data))
+        except ValueError as exc:
+            log.warning("ignoring an offered action that does not validate: %s", exc)
+    return offered
 
 
 async def _until_stop(work: Coroutine[Any, Any, Settings | None], stop: asyncio.Event) -> Settings | None:

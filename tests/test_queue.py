@@ -212,3 +212,26 @@ def test_a_stale_owner_cannot_take_over_a_newer_owners_live_claims(db_uri: str) 
         assert taken.action_id == action.action_id and taken.claim_epoch == 300
 
     run(scenario())
+
+
+def test_offered_actions_are_claimed_by_id_and_only_once(db_uri: str) -> None:
+    """The daemon's wake carries the rows it appended; a claim by id still races safely."""
+
+    async def scenario() -> None:
+        store = await Store.open(db_uri, 4)
+        first = ActionQueue(store.actions, 4, claimer="worker-0@1", epoch=1)
+        second = ActionQueue(store.actions, 4, claimer="worker-0@2", epoch=2)
+        rows = [first.new_action("pause", f"s-{i}") for i in range(5)]
+        await first.append_many(rows)
+        won = await first.claim_offered(rows, range(4))
+        assert sorted(a.action_id for a in won) == sorted(a.action_id for a in rows)
+        assert all(a.status == "claimed" and a.version == 1 and a.claim_epoch == 1 for a in won)
+        # What the update wrote is what we hold: acknowledging with it works.
+        done = await first.complete(won[0], {"ok": True})
+        assert done.status == "done"
+        # Offered again (a stale wake): the pinned versions no longer match, nothing is won twice.
+        assert await second.claim_offered(rows, range(4)) == []
+        stored = await first.get_many([a.action_id for a in rows])
+        assert all(r.attempts == 1 for r in stored.values())
+
+    run(scenario())

@@ -103,6 +103,7 @@ class SessionHost:
         self.actions_failed = 0
         self.watcher = ConversationWatcher(store, self._wake_conversation, interval=0.1)
         self._hint = asyncio.Event()
+        self._offered: list[ActionRecord] = []  # rows handed over with wake hints, claimed first
         self._stopping = False
         self._ack_tasks: set[asyncio.Task[None]] = set()
         # Actions for a session whose create is still being validated, in arrival order.
@@ -130,7 +131,12 @@ class SessionHost:
                         await self.fence()
                     # We own these shards: claims someone else holds in them are a dead
                     # predecessor's, taken over at once (the supervisor reaped it first).
-                    actions = await self.queue.claim(self.shards, takeover=True)
+                    offered, self._offered = self._offered, []
+                    # Rows handed over with the daemon's wake need no scan to be found; the
+                    # next turn of this loop claims the rest (if nothing was offered, now).
+                    actions = await self.queue.claim_offered(offered, self.shards) if offered else []
+                    if not actions:
+                        actions = await self.queue.claim(self.shards, takeover=True)
                     actions = [a for a in actions if a.action_id not in self.claims]
                     for action in actions:
                         self.claims.hold(action)
@@ -154,8 +160,10 @@ class SessionHost:
             except TimeoutError:
                 pass
 
-    def hint(self) -> None:
-        """A wake hint: new actions may be waiting."""
+    def hint(self, offered: list[ActionRecord] | None = None) -> None:
+        """A wake hint: new actions may be waiting (``offered``: the rows, as the daemon appended them)."""
+        if offered:
+            self._offered.extend(offered)
         self._hint.set()
 
     async def stop(self, timeout: float = 10.0) -> None:

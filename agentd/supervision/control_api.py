@@ -58,6 +58,7 @@ __all__ = ["AckRouter", "ControlAPI", "GroupAppender"]
 log = logging.getLogger("agentd.control")
 
 SWEEP_AFTER = 1.0
+MAX_OFFERED = 2000  # rows handed over per wake; a bigger batch is found by the worker's scan
 SWEEP_INTERVAL = 1.0
 
 
@@ -189,11 +190,17 @@ class ControlAPI:
         else:  # pragma: no cover - parse_request admits nothing else
             await reply(ErrorReply(code="bad_request", error=f"unsupported request {type(request).__name__}"))
 
-    def wake(self, shards: set[int] | None) -> None:
-        """Tell the workers owning ``shards`` (all workers for None) that actions wait for them."""
+    def wake(self, shards: set[int] | None, appended: list[ActionRecord] | None = None) -> None:
+        """Tell the workers owning ``shards`` (all workers for None) that actions wait for them.
+
+        The rows just ``appended`` go along, each to its shard's worker, which then claims them
+        by id instead of scanning for them.
+        """
         for child in list(self.sup.workers.values()):
             if shards is None or shards.intersection(child.shards):
-                child.send_nowait(Wake())
+                mine = set(child.shards)
+                rows = [r.model_dump(mode="json") for r in appended or () if r.shard in mine]
+                child.send_nowait(Wake(actions=rows[:MAX_OFFERED]))
 
     async def submit(self, request: SubmitRequest, reply: Reply) -> None:
         if self.sup.store is None or self.sup._stopping:
@@ -242,7 +249,7 @@ class ControlAPI:
             except Exception as exc:
                 await reply(ErrorReply(code="unavailable", error=f"could not queue the actions: {exc}"))
                 return
-            self.wake({shard_for(a.session_id, queue.num_shards) for a in accepted})
+            self.wake({shard_for(a.session_id, queue.num_shards) for a in accepted}, fresh)
             await reply(Accepted(actions=accepted, invalid=invalid))
             for ack in finished:
                 await reply(AckReply(**ack.model_dump()))
