@@ -42,18 +42,30 @@ lease = 5
 [runtime]
 heartbeat_interval = 2.0
 [gateway]
-enabled = false
+{gateway}
 [maintenance]
 enabled = true
 interval = 10
 """
 
 
-def write_config(directory: Path, db: Path | None = None) -> Path:
+def write_config(directory: Path, db: Path | None = None, *, gateway_port: int | None = None) -> Path:
+    """A daemon config in ``directory``; the gateway is off unless ``gateway_port`` is given."""
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / "config.toml"
-    path.write_text(CONFIG.format(db=db or directory / "db"))
+    gateway = (
+        "enabled = false" if gateway_port is None else f"enabled = true\nport = {gateway_port}\npoll_interval = 0.05"
+    )
+    path.write_text(CONFIG.format(db=db or directory / "db", gateway=gateway))
     return path
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 class Daemon(SupervisedDaemon):
