@@ -30,7 +30,7 @@ export function daemonView(main) {
     el("div", { class: "card table-card" }, el("h2", { text: "Processes" }),
       el("table", { class: "table workers" },
         el("thead", {}, el("tr", {},
-          el("th", { text: "process" }), el("th", { class: "num", text: "pid" }), el("th", { text: "state" }),
+          el("th", { text: "process" }), el("th", { class: "num opt", text: "pid" }), el("th", { text: "state" }),
           el("th", { class: "num", text: "heartbeat" }), el("th", { class: "num", text: "sessions" }),
           el("th", { class: "num", text: "CPU" }), el("th", { class: "num", text: "RSS" }),
           el("th", { class: "num opt", text: "lateness p50 / p99" }), el("th", { class: "num opt", text: "restarts" }))),
@@ -60,7 +60,7 @@ export function daemonView(main) {
       const hb = c.last_heartbeat_ago;
       workers.append(el("tr", { "data-role": c.role },
         el("td", { class: "mono", text: c.index === null ? c.role : `${c.role}-${c.index}` }),
-        el("td", { class: "num mono", text: c.pid }),
+        el("td", { class: "num mono opt", text: c.pid }),
         el("td", {}, el("span", { class: `badge s-${state === "ready" ? "running" : state === "dead" ? "error" : "starting"}`, text: state })),
         el("td", { class: `num ${hb > 3 ? "warn" : ""}`, text: hb === null || hb === undefined ? "–" : age(hb) }),
         el("td", { class: "num", text: c.sessions ?? "–" }),

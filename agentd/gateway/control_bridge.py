@@ -1,18 +1,16 @@
 """Actions from the console, submitted through the daemon's control API (agentctl's path).
 
-Why one small module: the browser's ``action`` op must take exactly the path ``agentctl`` takes
-(the daemon's owner-only control socket, ``agentd.protocol.SubmitRequest`` with ``wait``: the
-supervisor group-commits the action into the ``actions`` table, wakes the owning worker, and
-pushes the worker's acknowledgement back). A supervisor that does not speak ``submit`` yet
-(an older daemon still running during an upgrade) answers ``bad_request``; then, and only then,
-the gateway falls back to the queue path that agentctl used before the control API: append the
-row (``ActionQueue.enqueue``), send a ``wake`` hint for its shard, poll the row until a worker
-acknowledges it. The table is the source of truth either way, so the fallback is never wrong,
-only slower. With no daemon answering at all, nothing is queued: the console says so at once
-instead of leaving an action to fire at some later start.
+Why one small module: the browser's ``action`` op must take exactly the path ``agentctl`` takes:
+the daemon's owner-only control socket, ``agentd.protocol.SubmitRequest`` with ``wait``. The
+supervisor group-commits the action into the ``actions`` table (the source of truth), wakes the
+owning worker, and pushes the worker's acknowledgement back; nothing here polls the table. With
+no daemon answering, nothing is queued: the console says so at once instead of leaving an
+action to fire at some later start. A daemon that does not speak ``submit`` (an older version
+behind a newer standalone gateway) is reported the same way, with the reason.
 
-The outcome is always an ``AckEvent``; ``seq`` (the step the action applied at) comes from the
-acknowledgement's result or, when it has none, from the step that records the action's id.
+The outcome is always an ``AckEvent``. ``seq`` (the step the action applied at) comes from the
+acknowledgement's result (the workers put it there) or, when it has none, from the step that
+records the action's id.
 """
 
 from __future__ import annotations
@@ -20,14 +18,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agentd.control import DaemonUnreachable, request
+from agentd.control import DaemonUnreachable
 from agentd.gateway.protocol import AckEvent, ActionOp
 from agentd.protocol import Accepted, AckReply, End, ErrorReply, ResultReply, SubmitRequest, dump_line, parse_reply
-from agentd.queue import ActionQueue
 from agentd.store.sql import sql_str
 
 __all__ = ["NO_DAEMON", "ControlBridge"]
@@ -37,11 +34,7 @@ log = logging.getLogger(__name__)
 NO_DAEMON = "no daemon answers on the control socket (is `agentd run` running with this config?)"
 # Reading one reply line; acks may take up to the op's timeout, so this bounds each line only.
 LINE_LIMIT = 16 * 1024 * 1024
-HINT_TIMEOUT = 0.5
-
-
-class _Unsupported(Exception):
-    """The daemon on the socket does not speak ``submit`` (older supervisor)."""
+CONNECT_TIMEOUT = 2.0
 
 
 @dataclass(slots=True)
@@ -51,8 +44,8 @@ class ControlBridge:
     store: Any
     socket: Path | None
     socket_problem: str | None = None
-    # Submissions per path taken ("api" or "queue"), for /metrics: the fallback should stay at 0.
-    paths: dict[str, int] = field(default_factory=dict)
+    # Submissions that reached the daemon's control API (for /metrics).
+    submitted: int = 0
 
     async def submit(self, op: ActionOp) -> AckEvent:
         """Queue ``op`` through the daemon and wait for its acknowledgement (at most ``op.timeout``)."""
@@ -60,11 +53,6 @@ class ControlBridge:
             return _failed(op, self.socket_problem or NO_DAEMON, "unavailable")
         try:
             ack = await self._submit_api(op)
-            self.paths["api"] = self.paths.get("api", 0) + 1
-        except _Unsupported as exc:
-            log.info("the daemon does not speak the control API (%s); queueing %s directly", exc, op.kind)
-            ack = await self._submit_queue(op)
-            self.paths["queue"] = self.paths.get("queue", 0) + 1
         except DaemonUnreachable as exc:
             log.info("console action %s of %s not queued: %s", op.kind, op.session_id, exc)
             return _failed(op, f"{NO_DAEMON}; nothing was queued", "unavailable")
@@ -78,7 +66,7 @@ class ControlBridge:
         assert self.socket is not None
         try:
             reader, writer = await asyncio.wait_for(
-                asyncio.open_unix_connection(str(self.socket), limit=LINE_LIMIT), timeout=HINT_TIMEOUT * 4
+                asyncio.open_unix_connection(str(self.socket), limit=LINE_LIMIT), timeout=CONNECT_TIMEOUT
             )
         except (OSError, TimeoutError) as exc:
             raise DaemonUnreachable(str(exc)) from exc
@@ -86,6 +74,7 @@ class ControlBridge:
         try:
             writer.write(dump_line(message))
             await writer.drain()
+            self.submitted += 1
             async with asyncio.timeout(op.timeout + 5):
                 while True:
                     line = await reader.readline()
@@ -93,9 +82,8 @@ class ControlBridge:
                         raise DaemonUnreachable("the daemon closed the connection")
                     reply = _parse(line)
                     if isinstance(reply, ErrorReply):
-                        if reply.code in ("bad_request", "version"):
-                            raise _Unsupported(reply.error)
-                        return _failed(op, reply.error, "unavailable")
+                        code = "invalid" if reply.code == "invalid" else "unavailable"
+                        return _failed(op, f"the daemon refused the request: {reply.error}", code)
                     if isinstance(reply, Accepted):
                         if reply.invalid:
                             bad = reply.invalid[0]
@@ -115,31 +103,6 @@ class ControlBridge:
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
 
-    async def _submit_queue(self, op: ActionOp) -> AckEvent:
-        """The pre-control-API path: append, hint, poll (what agentctl did; the table decides)."""
-        queue = ActionQueue(self.store.actions, self.store.num_shards)
-        action = await queue.enqueue(op.kind, op.session_id, op.payload)
-        assert self.socket is not None
-        with contextlib.suppress(DaemonUnreachable):
-            await request(self.socket, {"op": "wake", "shard": action.shard}, timeout=HINT_TIMEOUT)
-        record = await queue.wait(action.action_id, timeout=op.timeout)
-        if record is None:
-            return _pending(op, action.action_id)
-        if record.status == "done":
-            return AckEvent(
-                id=op.id,
-                action_id=record.action_id,
-                session_id=record.session_id,
-                kind=record.kind,
-                status="done",
-                result=record.result,
-                seq=_seq_of(record.result),
-            )
-        error = record.error or f"{record.kind} failed"
-        typed = getattr(record, "error_code", None)  # the typed error code, where the queue records one
-        code = "not_found" if typed == "not_found" or error.startswith("unknown session") else "rejected"
-        return _failed(op, error, code, action_id=record.action_id, result=record.result)
-
     async def _applied_seq(self, session_id: str, action_id: str) -> int | None:
         """The seq of the step that records ``action_id`` (steps carry the action that caused them)."""
         try:
@@ -156,10 +119,9 @@ def _parse(line: bytes) -> Accepted | AckReply | End | ResultReply | ErrorReply:
     try:
         return parse_reply(line)
     except ValueError as exc:
-        # An old supervisor answers {"ok": false, "error": "unknown op 'submit' ..."}.
-        if b'"ok"' in line:
-            raise _Unsupported(line.decode(errors="replace")[:200]) from exc
-        raise
+        # An older daemon answers {"ok": false, "error": "unknown op 'submit' ..."}.
+        shown = line.decode(errors="replace")[:200].strip()
+        return ErrorReply(code="version", error=f"it does not speak the control API ({shown}); restart it ({exc})")
 
 
 def _seq_of(result: dict[str, Any] | None) -> int | None:

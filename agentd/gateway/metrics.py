@@ -102,14 +102,11 @@ class _StatsCollector(Collector):
             for (kind, outcome), count in sorted(gw.control_ops.outcomes.items()):
                 ops.add_metric([kind, outcome], count)
             yield ops
-            paths = CounterMetricFamily(
+            yield _counter(
                 "agentd_gateway_control_submits",
-                "actions submitted by path: the daemon's control API, or the direct queue fallback",
-                labels=["path"],
+                "actions submitted to the daemon's control API",
+                gw.control_ops.bridge.submitted,
             )
-            for path in ("api", "queue"):
-                paths.add_metric([path], gw.control_ops.bridge.paths.get(path, 0))
-            yield paths
 
 
 def _counter(name: str, doc: str, value: float) -> CounterMetricFamily:

@@ -24,7 +24,8 @@ from agentd.store.conversations import ConversationRecord, insert_conversation
 from agentd.timeutil import utcnow
 
 CHROMIUM_PATHS = ("chromium", "chromium-browser", "google-chrome")
-ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts" / "console"
+REPO = Path(__file__).resolve().parents[2]
+ARTIFACTS = REPO / "artifacts" / "console"
 DESKTOP = {"width": 1280, "height": 800}
 PHONE = {"width": 390, "height": 844}
 

@@ -10,6 +10,10 @@ every view, at 1280x800 and at a phone width, land in ``artifacts/console/``.
 from __future__ import annotations
 
 import http.server
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 import urllib.request
@@ -23,10 +27,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from .consoletools import (
     DESKTOP,
     PHONE,
+    REPO,
     artifacts_dir,
     chromium_path,
     console_daemon,
     create_sessions,
+    free_port,
 )
 
 pytestmark = pytest.mark.timeout(90)
@@ -118,11 +124,12 @@ def test_session_live_pause_guide_resume_destroy(world: dict[str, Any]) -> None:
     _shot(page, "session-after-destroy-1280")
     assert not page.errors, page.errors
 
-    # The buttons went through the daemon's control API (not the queue fallback), and the
-    # workers' commit hints reached the gateway through the supervisor.
+    # The buttons went through the daemon's control API, and the workers' commit hints reached
+    # the gateway through the supervisor.
     metrics = _metrics(world)
-    assert metrics[("agentd_gateway_control_submits_total", (("path", "api"),))] == 4  # pause, guide, resume, destroy
-    assert metrics[("agentd_gateway_control_submits_total", (("path", "queue"),))] == 0
+    assert metrics[("agentd_gateway_control_submits_total", ())] == 4  # pause, guide, resume, destroy
+    for kind in ("pause", "interrupt", "resume", "destroy"):
+        assert metrics[("agentd_gateway_control_ops_total", (("kind", kind), ("outcome", "done")))] >= 1
     assert metrics[("agentd_gateway_commit_hints_total", ())] > 0
 
 
@@ -233,3 +240,74 @@ def test_page_of_another_origin_cannot_open_a_websocket(world: dict[str, Any], t
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_page_resumes_exactly_after_the_gateway_is_killed(world: dict[str, Any]) -> None:
+    """kill -9 of the gateway: the supervisor restarts it, the page resubscribes with since."""
+    page = _page(world)
+    sid = world["sids"][3]
+    page.goto(_url(world, f"/ui/session/{sid}"))
+    page.wait_for_selector("#steps li")
+    before = _top_seq(page)
+    gateway = next(c for c in world["daemon"].status()["children"] if c["role"] == "gateway")
+    os.kill(gateway["pid"], signal.SIGKILL)
+    page.wait_for_selector("#conn[data-state='reconnecting'], #conn[data-state='connecting']")
+    page.wait_for_selector("#conn[data-state='live']", timeout=30_000)
+    page.wait_for_function(f"() => Number(document.querySelector('#steps li').dataset.seq) >= {before + 5}")
+    seqs = [int(s) for s in page.eval_on_selector_all("#steps li", "(rows) => rows.map((r) => r.dataset.seq)")]
+    assert seqs == list(range(seqs[0], seqs[0] - len(seqs), -1)), f"gaps or repeats: {seqs[:40]}"
+    assert not page.errors, page.errors
+
+
+def test_login_with_the_token_and_a_read_only_console(world: dict[str, Any], tmp_path: Path) -> None:
+    """A standalone gateway with a token and control = false: login form, 401, cookie, no buttons."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO),
+        "AGENTD_GATEWAY__PORT": str(port),
+        "AGENTD_GATEWAY__TOKEN": "console-s3cret",
+        "AGENTD_GATEWAY__CONTROL": "false",
+    }
+    log = (tmp_path / "gateway.log").open("ab")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "agentd", "--config", str(world["daemon"].config), "gateway"],
+        env=env,
+        stderr=log,
+        start_new_session=True,
+    )
+    try:
+        page = _page(world)
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                page.goto(f"http://127.0.0.1:{port}/ui/fleet")
+                break
+            except Exception:
+                assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "gateway.log").read_text()
+                time.sleep(0.2)
+        page.wait_for_selector("#login-form")
+        _shot(page, "login-1280")
+        page.fill("#token", "wrong")
+        page.click("#login-form button[type=submit]")
+        page.wait_for_selector("#login-error:not([hidden])")
+        assert page.inner_text("#login-error") == "Wrong token."
+        page.fill("#token", "console-s3cret")
+        page.click("#login-form button[type=submit]")
+        page.wait_for_selector(f"tr[data-session='{world['sids'][3]}']")
+        assert page.evaluate("() => document.cookie") == ""  # HttpOnly: scripts never see it
+        assert "s3cret" not in page.url
+        assert page.is_visible("#readonly") and page.is_visible("#logout")
+        page.click(f"a[href='/ui/session/{world['sids'][3]}']")
+        page.wait_for_selector("#steps li")
+        assert page.is_disabled("button[data-action='pause']")
+        _shot(page, "session-read-only-1280")
+        page.reload()  # the cookie keeps the browser logged in
+        page.wait_for_selector("#steps li")
+        page.click("#logout")
+        page.wait_for_selector("#login-form")
+        assert not page.errors, page.errors
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+        log.close()
