@@ -337,10 +337,19 @@ ChildMessage = Annotated[Ready | Standby | Heartbeat | Acked | CommitHint, Field
 
 # -- encoding ----------------------------------------------------------------------------------
 
-_requests: TypeAdapter[Any] | None = None
-_replies: TypeAdapter[Any] | None = None
-_parent: TypeAdapter[Any] | None = None
-_child: TypeAdapter[Any] | None = None
+_ADAPTERS: dict[str, TypeAdapter[Any]] = {}
+
+
+def _validate(kind: str, union: Any, data: Any) -> Any:
+    """Validate ``data`` against one of the unions above (adapters built on first use: agentctl
+    pays only for the one it needs); ValueError with a readable reason."""
+    adapter = _ADAPTERS.get(kind)
+    if adapter is None:
+        adapter = _ADAPTERS[kind] = TypeAdapter(union)
+    try:
+        return adapter.validate_python(data)
+    except ValidationError as exc:
+        raise ValueError(_describe(exc)) from exc
 
 
 def dump_line(message: BaseModel) -> bytes:
@@ -361,54 +370,30 @@ def parse_request(line: bytes | str) -> SubmitRequest | ReadRequest | CancelRequ
     A request from another protocol version raises ``VersionMismatch`` so that the daemon can
     answer with the ``version`` code instead of a confusing field error.
     """
-    global _requests
     data = _load(line)
     if not isinstance(data, dict):
         raise ValueError("a request is a JSON object")
     version = data.get("v", PROTOCOL_VERSION)
     if version != PROTOCOL_VERSION:
         raise VersionMismatch(f"protocol version {version!r} is not supported (this daemon speaks {PROTOCOL_VERSION})")
-    if _requests is None:
-        _requests = TypeAdapter(ControlRequest)
-    try:
-        request: SubmitRequest | ReadRequest | CancelRequest | StatusRequest | WakeRequest = _requests.validate_python(
-            data
-        )
-    except ValidationError as exc:
-        raise ValueError(_describe(exc)) from exc
+    request: SubmitRequest | ReadRequest | CancelRequest | StatusRequest | WakeRequest = _validate(
+        "request", ControlRequest, data
+    )
     return request
 
 
 def parse_reply(line: bytes | str) -> Accepted | AckReply | End | ResultReply | ErrorReply:
-    global _replies
-    if _replies is None:
-        _replies = TypeAdapter(ControlReply)
-    try:
-        reply: Accepted | AckReply | End | ResultReply | ErrorReply = _replies.validate_python(_load(line))
-    except ValidationError as exc:
-        raise ValueError(_describe(exc)) from exc
+    reply: Accepted | AckReply | End | ResultReply | ErrorReply = _validate("reply", ControlReply, _load(line))
     return reply
 
 
 def parse_parent_message(line: bytes | str) -> Hello | Assign | Wake | Stop | CommitHint:
-    global _parent
-    if _parent is None:
-        _parent = TypeAdapter(ParentMessage)
-    try:
-        message: Hello | Assign | Wake | Stop | CommitHint = _parent.validate_python(_load(line))
-    except ValidationError as exc:
-        raise ValueError(_describe(exc)) from exc
+    message: Hello | Assign | Wake | Stop | CommitHint = _validate("parent", ParentMessage, _load(line))
     return message
 
 
 def parse_child_message(line: bytes | str) -> Ready | Standby | Heartbeat | Acked | CommitHint:
-    global _child
-    if _child is None:
-        _child = TypeAdapter(ChildMessage)
-    try:
-        message: Ready | Standby | Heartbeat | Acked | CommitHint = _child.validate_python(_load(line))
-    except ValidationError as exc:
-        raise ValueError(_describe(exc)) from exc
+    message: Ready | Standby | Heartbeat | Acked | CommitHint = _validate("child", ChildMessage, _load(line))
     return message
 
 

@@ -30,7 +30,7 @@ import os
 import random
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from agentd.ids import deterministic_id, new_id, shard_for
@@ -273,21 +273,8 @@ class ActionQueue:
         # Re-check claimability in the WHERE clause too: on a conflict LanceDB re-runs it
         # against the latest version, where the version pin alone already excludes changed rows.
         where = f"({pins}) AND ({self._claimable_clause(shards, takeover=takeover)})"
-        updates = {
-            "status": "'claimed'",
-            "version": "version + 1",
-            "attempts": "coalesce(attempts, 0) + 1",
-            "claimed_by": sql_str(self.claimer),
-            "claim_token": sql_str(token),
-            "claim_epoch": str(int(self.epoch)) if self.epoch else "NULL",
-            "claimed_at": sql_ts(now),
-            "lease_until": sql_ts(now + timedelta(seconds=self.lease)),
-        }
-
-        async def update() -> Any:
-            return await self.table.update(updates_sql=updates, where=where)
-
-        result = await _with_retry("claim", update)
+        updates = self._claim_updates(token, now)
+        result = await _with_retry("claim", lambda: self.table.update(updates_sql=updates, where=where))
         if result.rows_updated == 0:
             log.debug("claim of %d actions: all taken elsewhere", len(candidates))
             return []
@@ -299,6 +286,19 @@ class ActionQueue:
         if len(won) + len(unreadable) != result.rows_updated:  # pragma: no cover - would mean a broken CAS
             log.error("claim token %s: updated %d rows but read %d", token, result.rows_updated, len(won))
         return won
+
+    def _claim_updates(self, token: str, now: datetime) -> dict[str, str]:
+        """What a claim writes into each row it wins (SQL expressions)."""
+        return {
+            "status": "'claimed'",
+            "version": "version + 1",
+            "attempts": "coalesce(attempts, 0) + 1",
+            "claimed_by": sql_str(self.claimer),
+            "claim_token": sql_str(token),
+            "claim_epoch": str(int(self.epoch)) if self.epoch else "NULL",
+            "claimed_at": sql_ts(now),
+            "lease_until": sql_ts(now + timedelta(seconds=self.lease)),
+        }
 
     async def claim_offered(self, offered: list[ActionRecord], shards: Iterable[int]) -> list[ActionRecord]:
         """Claim actions whose rows we were handed (the daemon's wake carries what it appended).
@@ -316,16 +316,7 @@ class ActionQueue:
         lease_until = now + timedelta(seconds=self.lease)
         pins = " OR ".join(f"(action_id = {sql_str(a.action_id)} AND version = {a.version})" for a in offered)
         where = f"({pins}) AND ({self._claimable_clause(shards, takeover=True)})"
-        updates = {
-            "status": "'claimed'",
-            "version": "version + 1",
-            "attempts": "coalesce(attempts, 0) + 1",
-            "claimed_by": sql_str(self.claimer),
-            "claim_token": sql_str(token),
-            "claim_epoch": str(int(self.epoch)) if self.epoch else "NULL",
-            "claimed_at": sql_ts(now),
-            "lease_until": sql_ts(lease_until),
-        }
+        updates = self._claim_updates(token, now)
         result = await _with_retry("claim", lambda: self.table.update(updates_sql=updates, where=where))
         if result.rows_updated == len(offered):
             return [
