@@ -79,7 +79,7 @@ class ControlBridge:
                 while True:
                     line = await reader.readline()
                     if not line:
-                        raise DaemonUnreachable("the daemon closed the connection")
+                        return _lost(op, action_id)
                     reply = _parse(line)
                     if isinstance(reply, ErrorReply):
                         code = "invalid" if reply.code == "invalid" else "unavailable"
@@ -96,8 +96,8 @@ class ControlBridge:
                         return _pending(op, action_id)
         except TimeoutError:
             return _pending(op, action_id)
-        except (OSError, ConnectionError) as exc:
-            raise DaemonUnreachable(str(exc)) from exc
+        except (OSError, ConnectionError, ValueError):  # reset, or a line over LINE_LIMIT
+            return _lost(op, action_id)
         finally:
             writer.close()
             with contextlib.suppress(Exception):
@@ -175,4 +175,24 @@ def _pending(op: ActionOp, action_id: str | None) -> AckEvent:
         error=f"no worker acknowledged the {op.kind} within {op.timeout:g}s; it stays queued and is applied "
         "when a worker claims it",
         code="timeout",
+    )
+
+
+def _lost(op: ActionOp, action_id: str | None) -> AckEvent:
+    """The daemon went away after the request was sent (a restart): say what is known, no more."""
+    if action_id is not None:
+        error = (
+            f"the daemon closed the connection before the acknowledgement; the {op.kind} is queued "
+            f"(action {action_id}) and is applied when a worker claims it"
+        )
+    else:
+        error = f"the daemon closed the connection after the request was sent; the {op.kind} may be queued"
+    return AckEvent(
+        id=op.id,
+        action_id=action_id,
+        session_id=op.session_id,
+        kind=op.kind,
+        status="pending",
+        error=error,
+        code="unavailable",
     )

@@ -110,6 +110,11 @@ def test_session_live_pause_guide_resume_destroy(world: dict[str, Any]) -> None:
     page.wait_for_function("() => document.querySelector('#context').textContent.includes('cats')")
     assert _top_seq(page) == paused_at + 1
 
+    page.fill("#guidance", '{"no_such_field": 1}')
+    page.click("form.guide button[type=submit]")
+    page.wait_for_selector("#ack.error")
+    assert page.inner_text("#ack").startswith("interrupt rejected:"), page.inner_text("#ack")
+
     page.click("button[data-action='resume']")
     resumed_at = _acked(page, "resume")
     page.wait_for_function(f"() => Number(document.querySelector('#steps li').dataset.seq) >= {resumed_at + 2}")
@@ -127,9 +132,10 @@ def test_session_live_pause_guide_resume_destroy(world: dict[str, Any]) -> None:
     # The buttons went through the daemon's control API, and the workers' commit hints reached
     # the gateway through the supervisor.
     metrics = _metrics(world)
-    assert metrics[("agentd_gateway_control_submits_total", ())] == 4  # pause, guide, resume, destroy
+    assert metrics[("agentd_gateway_control_submits_total", ())] == 5  # pause, 2 guides, resume, destroy
     for kind in ("pause", "interrupt", "resume", "destroy"):
         assert metrics[("agentd_gateway_control_ops_total", (("kind", kind), ("outcome", "done")))] >= 1
+    assert metrics[("agentd_gateway_control_ops_total", (("kind", "interrupt"), ("outcome", "rejected")))] == 1
     assert metrics[("agentd_gateway_commit_hints_total", ())] > 0
 
 
