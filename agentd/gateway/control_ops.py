@@ -13,17 +13,19 @@ A message posted here is written like ``agentctl conversation post`` writes it (
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 from agentd.gateway.control_bridge import ControlBridge
-from agentd.gateway.protocol import AckEvent, ActionOp, ErrorCode, PostedEvent, PostOp
+from agentd.gateway.protocol import AckEvent, ActionOp, ErrorCode, ErrorEvent, PostedEvent, PostOp
 from agentd.ids import new_id, validate_id
 from agentd.store.conversations import MessageRecord, get_conversation, insert_messages
 from agentd.timeutil import utcnow
 
-__all__ = ["MAX_IN_FLIGHT", "READ_ONLY", "ControlOps"]
+__all__ = ["MAX_IN_FLIGHT", "READ_ONLY", "ControlOps", "OpTasks"]
 
 log = logging.getLogger(__name__)
 
@@ -121,3 +123,42 @@ def _post_failed(op: PostOp, error: str, code: ErrorCode) -> str:
     return PostedEvent(
         id=op.id, conversation_id=op.conversation_id, status="failed", error=error, code=code
     ).model_dump_json()
+
+
+class OpTasks:
+    """One connection's ops in flight: each runs as a task and queues its answer with ``reply``.
+
+    ``start`` waits for a free slot (at most ``MAX_IN_FLIGHT``), so a client flooding ops slows
+    only its own reader. ``cancel`` (the connection ended) cancels what is still waiting; an
+    action already handed to the daemon stays queued there.
+    """
+
+    def __init__(self, control: ControlOps | None, reply: Callable[[str], Awaitable[None]]) -> None:
+        self.control = control
+        self.reply = reply
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.slots = asyncio.Semaphore(MAX_IN_FLIGHT)
+
+    async def start(self, op: ActionOp | PostOp) -> None:
+        control = self.control
+        if control is None:
+            await self.reply(
+                ErrorEvent(error="control is not available here", code="unavailable", op=op.op).model_dump_json()
+            )
+            return
+        await self.slots.acquire()
+
+        async def run() -> None:
+            try:
+                await self.reply(await (control.action(op) if isinstance(op, ActionOp) else control.post(op)))
+            finally:
+                self.slots.release()
+
+        task = asyncio.create_task(run(), name=f"gateway-{op.op}")
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def cancel(self) -> None:
+        for task in list(self.tasks):
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)

@@ -33,15 +33,13 @@ from collections import deque
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
-from agentd.gateway.control_ops import MAX_IN_FLIGHT
+from agentd.gateway.control_ops import OpTasks
 from agentd.gateway.protocol import (
     OVERFLOW_REASON,
-    ActionOp,
     CloseCodes,
     ErrorEvent,
     PingOp,
     PongEvent,
-    PostOp,
     SubscribeOp,
     UnsubscribedEvent,
     UnsubscribeOp,
@@ -90,8 +88,7 @@ class Connection:
         self._sender: asyncio.Task[None] | None = None
         self._close_task: asyncio.Task[None] | None = None
         # Control ops waiting for their answer (control_ops.py); cancelled when the connection ends.
-        self._ops: set[asyncio.Task[None]] = set()
-        self._op_slots = asyncio.Semaphore(MAX_IN_FLIGHT)
+        self._ops = OpTasks(ctx.control, self._reply)
 
     async def serve(self) -> None:
         self._sender = asyncio.create_task(self._send_loop(), name="gateway-sender")
@@ -102,9 +99,7 @@ class Connection:
             self._uncrowd()
             self._drop_subscriptions()
             self._sender.cancel()
-            for task in self._ops:
-                task.cancel()
-            await asyncio.gather(self._sender, *self._ops, return_exceptions=True)
+            await asyncio.gather(self._sender, self._ops.cancel(), return_exceptions=True)
             if self._close_task is not None:
                 await asyncio.gather(self._close_task, return_exceptions=True)
 
@@ -210,26 +205,7 @@ class Connection:
             elif isinstance(op, PingOp):
                 await self._reply(PongEvent(id=op.id).model_dump_json())
             else:
-                await self._control(op)
-
-    async def _control(self, op: ActionOp | PostOp) -> None:
-        """Run a write op as its own task (it waits for an ack); the reader goes on reading."""
-        control = self.ctx.control
-        if control is None:
-            await self._error(ErrorEvent(error="control is not available here", code="unavailable", op=op.op))
-            return
-        await self._op_slots.acquire()
-
-        async def run() -> None:
-            try:
-                frame = await (control.action(op) if isinstance(op, ActionOp) else control.post(op))
-                await self._reply(frame)
-            finally:
-                self._op_slots.release()
-
-        task = asyncio.create_task(run(), name=f"gateway-{op.op}")
-        self._ops.add(task)
-        task.add_done_callback(self._ops.discard)
+                await self._ops.start(op)  # action, post: answered by their own task
 
     async def _subscribe(self, op: SubscribeOp) -> None:
         try:

@@ -8,13 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
+from agentd.queue import ActionQueue
 from agentd.store import Store
+from agentd.store.sessions import SessionRecord, upsert_sessions
+from agentd.timeutil import utcnow
 
 from .gwtools import SHARDS, Recorder, gateway_settings, http_get, procs, running_gateway, until, wait_exit
 
@@ -155,5 +159,71 @@ def test_session_room_under_another_agent_id_gets_an_error(db_uri: str, tmp_path
             await until(lambda: len(client.of_type("snapshot")) == 2, 10, "second snapshot")
             assert client.of_type("snapshot")[1]["state"] is None
             await client.close()
+
+    asyncio.run(scenario())
+
+
+def test_fleet_reads_page_filter_and_count_thousands_of_sessions(db_uri: str) -> None:
+    """/api/sessions pages 2,500 sessions (filters, counts, sort); /api/sessions/<id> lists pending actions."""
+
+    async def scenario() -> None:
+        store = await Store.open(db_uri, SHARDS)
+        now = utcnow()
+        records = [
+            SessionRecord(
+                session_id=f"s-{i:05d}",
+                agent_id=f"agent-{i % 50}",
+                agent_type="joke" if i % 4 else "persona",
+                shard=i % SHARDS,
+                status=("running", "paused", "stopped")[i % 3],
+                config={"interval": 2.0} if i == 3 else {},
+                context={"subject": "cats"},
+                iteration=i,
+                last_seq=i,
+                created_at=now,
+                updated_at=now - timedelta(seconds=5),
+            )
+            for i in range(2_500)
+        ]
+        await upsert_sessions(store.sessions, records)
+        queue = ActionQueue(store.actions, SHARDS)
+        queued = await queue.enqueue("interrupt", "s-00003", {"guidance": "about dogs", "now": False})
+        async with running_gateway(gateway_settings(db_uri)) as gw:
+
+            async def get(path: str) -> tuple[int, dict[str, object]]:
+                status, _, body = await http_get(gw.port, path)
+                return status, json.loads(body)
+
+            status, page = await get("/api/sessions")
+            assert status == 200 and page["total"] == 2_500 and len(page["items"]) == 50  # type: ignore[arg-type]
+            assert page["counts"] == {
+                "starting": 0, "running": 834, "paused": 833, "stopping": 0, "stopped": 833, "error": 0
+            }  # fmt: skip
+            assert page["types"] == ["joke", "persona"]
+            first = page["items"][0]  # type: ignore[index]
+            assert first["session_id"] == "s-00000" and first["status"] == "running"
+            assert first["late_s"] >= 3.9 and first["age_s"] >= 4.9  # interval 1 s (the default)
+
+            _, page = await get("/api/sessions?offset=2480&limit=50")
+            assert [i["session_id"] for i in page["items"]] == [f"s-{i:05d}" for i in range(2480, 2500)]  # type: ignore[union-attr]
+            _, page = await get("/api/sessions?agent=agent-7&status=paused&type=joke")
+            ids = [i["session_id"] for i in page["items"]]  # type: ignore[union-attr]
+            assert ids and all(int(s[2:]) % 50 == 7 and int(s[2:]) % 3 == 1 and int(s[2:]) % 4 for s in ids)
+            _, page = await get("/api/sessions?sort=iteration&desc=1&limit=3")
+            assert [i["iteration"] for i in page["items"]] == [2499, 2498, 2497]  # type: ignore[union-attr]
+            _, page = await get("/api/sessions?limit=100000")
+            assert page["limit"] == 500 and len(page["items"]) == 500  # type: ignore[arg-type]
+            assert (await get("/api/sessions?offset=x"))[0] == 400
+            assert (await get("/api/sessions?sort=password"))[0] == 400
+
+            status, detail = await get("/api/sessions/s-00003")
+            assert status == 200 and detail["session"]["context"] == {"subject": "cats"}  # type: ignore[index]
+            assert [a["action_id"] for a in detail["pending"]] == [queued.action_id]  # type: ignore[union-attr]
+            assert (await get("/api/sessions/s-99999"))[0] == 404
+            assert (await get("/api/sessions/bad%20id"))[0] == 400
+            assert (await get("/api/nothing"))[0] == 404
+            status, daemon = await get("/api/daemon")
+            assert status == 200 and daemon["supervisor"] is None and "no daemon answers" in str(daemon["error"])
+            assert daemon["gateway"]["status"] == "ok"  # type: ignore[index]
 
     asyncio.run(scenario())
