@@ -1,42 +1,43 @@
-"""Benchmark of the control plane: agentctl-to-applied latency with 1,000 sessions running.
+"""Benchmark of the control plane through the daemon, with 1,000 joke sessions running.
 
-What is measured is the path every agentctl action command takes (``agentctl.client.Control``:
-one append to the ``actions`` table, the wake hint over the control socket, polling the action
-row until the worker acknowledged it), in-process, so that the ~1.5 s of CLI process start-up
-(importing LanceDB) does not hide the control latency. For each of pause, resume and interrupt,
-with and without the wake hint, it reports:
+Each figure is printed beside raw baselines taken in the same run (DESIGN.md §10):
 
-- client p50/p99: enqueue start -> the acknowledged row seen by the waiting client (what a
-  user waits for, including the client's poll granularity);
-- server p50/p99: the row's ``created_at`` -> ``done_at`` (claim, apply, durable flush, ack).
+- baselines: a bare interpreter start (``python -c pass``), ``agentctl --version`` (click and
+  the package metadata, no request), and one raw LanceDB append of one row to a scratch table;
+- ``agentctl create joke --count 1000``: the whole process, wall time until every create is
+  acknowledged (these become the 1,000 running sessions);
+- a whole ``agentctl pause``/``resume`` process with the daemon up: p50 and p99 over many runs,
+  and the ratio to a bare interpreter start;
+- server side, submitted -> acknowledged durable: a client on the control socket (one ``submit``
+  of one pause/resume with ``wait``) timing the request line sent -> its ``ack`` received;
+- 50 agentctl processes at once, each pausing its own session: errors, duplicate actions, and
+  whether every action is acknowledged (read back from the ``actions`` table);
+- ``agentctl create joke --count 10000``: the whole process, on top of the running sessions.
 
-Baselines from the same run: one raw LanceDB append to a scratch table, one action-row read
-(one client poll), and the daemon's ``[queue] poll_interval`` / ``[writer] flush_interval``,
-which bound the latency without and with the hint. It also times a few real ``agentctl``
-processes end to end, against ``python -c 'import agentctl.client'`` (start-up alone).
-
-The daemon (``python -m agentd run``, shipped defaults except the gateway off) runs on a
-temporary database, in its own session, and is killed by process group at the end.
+The daemon runs the shipped defaults (2 workers, ``[writer] flush_interval = 0.25``, ``[queue]
+poll_interval = 0.5``) on a temporary database, with the gateway and the metrics endpoint on free
+ports; it is started in its own session and killed by process group at the end.
 
 Usage::
 
-    python bench/control_bench.py                 # 1,000 sessions, 40 samples per cell (~2 min)
-    python bench/control_bench.py --quick         # 200 sessions, 10 samples (< 1 min)
+    python bench/control_bench.py             # 1,000 sessions, 60 process runs, 200 socket samples
+    python bench/control_bench.py --quick     # 200 sessions, --count 2000, fewer samples
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
-import random
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -44,29 +45,17 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-import pyarrow as pa  # noqa: E402
-
-from agentctl.client import Control  # noqa: E402
-from agentd.config import Settings, load_settings  # noqa: E402
-from agentd.control import DaemonUnreachable, request_sync  # noqa: E402
-from agentd.ids import new_id, shard_for  # noqa: E402
-from agentd.store.actions import ActionRecord  # noqa: E402
-from agentd.store.sql import sql_in  # noqa: E402
-from agentd.timeutil import utcnow  # noqa: E402
+from agentctl.transport import Connection, DaemonLost, NoDaemon, status  # noqa: E402
+from agentd.paths import light_config  # noqa: E402
+from agentd.protocol import AckReply, SubmitRequest  # noqa: E402
 
 CONFIG = """
-[daemon]
-workers = {workers}
-warm_spare = false
 [storage]
 uri = "{db}"
-num_shards = 64
-[writer]
-flush_interval = {flush}
-[queue]
-poll_interval = {poll}
 [gateway]
-enabled = false
+port = {gateway_port}
+[metrics]
+port = {metrics_port}
 """
 
 
@@ -77,14 +66,21 @@ def pct(values: list[float], q: float) -> float:
     return ordered[rank - 1]
 
 
-@dataclass
-class Cell:
-    client_ms: list[float] = field(default_factory=list)
-    server_ms: list[float] = field(default_factory=list)
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def agentctl_argv() -> list[str]:
+    script = Path(sys.executable).parent / "agentctl"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "agentctl"]
 
 
 class Daemon:
     def __init__(self, config: Path, log: Path) -> None:
+        self.config = config
+        self.log = log
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "agentd", "--config", str(config), "run"],
             stdout=subprocess.DEVNULL,
@@ -92,18 +88,17 @@ class Daemon:
             start_new_session=True,
             cwd=REPO,
         )
-        self.log = log
+        self.socket = light_config(config).socket_path()
 
-    def wait_ready(self, settings: Settings, timeout: float = 120) -> None:
+    def wait_ready(self, timeout: float = 120) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise SystemExit(f"daemon exited:\n{self.log.read_text()[-3000:]}")
             try:
-                reply = request_sync(settings.control_socket_path, {"op": "status"}, timeout=2)
-                if reply["status"]["ready"]:
+                if status(self.socket, timeout=2)["status"]["ready"]:
                     return
-            except DaemonUnreachable:
+            except (NoDaemon, DaemonLost, KeyError):
                 pass
             time.sleep(0.2)
         raise SystemExit("daemon not ready in time")
@@ -116,171 +111,173 @@ class Daemon:
         self.proc.wait(timeout=10)
 
 
-async def create_sessions(control: Control, count: int) -> list[str]:
-    """Setup, not measured: one append of ``count`` create actions, one hint per shard, wait."""
-    ids = [f"bench-{i:05d}" for i in range(count)]
-    now = utcnow()
-    records = [
-        ActionRecord(
-            action_id=new_id("a"),
-            session_id=sid,
-            shard=shard_for(sid, control.store.num_shards),
-            kind="create",
-            payload={"agent_type": "joke", "agent_id": "bench", "config": {}},
-            created_at=now,
-        )
-        for sid in ids
-    ]
-    await control.store.actions.add(ActionRecord.to_arrow(records))
-    for shard in sorted({r.shard for r in records}):
-        await control.hint(shard)
-    action_ids = [r.action_id for r in records]
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        rows = await control.store.actions.query().where(sql_in("action_id", action_ids)).select(["status"]).to_arrow()
-        statuses = rows.column("status").to_pylist()
-        if all(s in ("done", "failed") for s in statuses):
-            failed = statuses.count("failed")
-            if failed:
-                raise SystemExit(f"{failed} creates failed")
-            return ids
-        await asyncio.sleep(0.5)
-    raise SystemExit("sessions were not created in time")
-
-
-async def measure(control: Control, ids: list[str], samples: int, hint: bool) -> tuple[dict[str, Cell], str]:
-    """pause, interrupt (while paused: applied at once), resume on random sessions, in turn.
-
-    Returns the cells and the id of the last action (a real row for the read baseline).
-    """
-    cells = {kind: Cell() for kind in ("pause", "resume", "interrupt")}
-    subjects = ["cats", "owls", "tea", "compilers", "rain"]
-    last = ""
-    for _ in range(samples):
-        sid = random.choice(ids)
-        plan: list[tuple[str, dict[str, Any]]] = [
-            ("pause", {}),
-            ("interrupt", {"guidance": {"subject": random.choice(subjects)}, "now": False}),
-            ("resume", {}),
-        ]
-        for kind, payload in plan:
-            started = time.perf_counter()
-            submitted = await control.submit(kind, sid, payload, hint=hint)
-            record = await control.wait(submitted, timeout=30)
-            elapsed = (time.perf_counter() - started) * 1000
-            if record.status != "done":
-                raise SystemExit(f"{kind} {sid} failed: {record.error}")
-            assert record.done_at is not None
-            cells[kind].client_ms.append(elapsed)
-            cells[kind].server_ms.append((record.done_at - record.created_at).total_seconds() * 1000)
-            last = record.action_id
-    return cells, last
-
-
-async def baselines(control: Control, scratch_dir: Path, action_id: str) -> dict[str, float]:
-    import lancedb
-
-    conn = await lancedb.connect_async(str(scratch_dir))
-    table = await conn.create_table("scratch", schema=pa.schema([pa.field("x", pa.int64())]))
-    appends = []
-    for i in range(30):
-        started = time.perf_counter()
-        await table.add(pa.table({"x": [i]}))
-        appends.append((time.perf_counter() - started) * 1000)
-    reads = []
-    for _ in range(30):
-        started = time.perf_counter()
-        await control.queue.get(action_id)
-        reads.append((time.perf_counter() - started) * 1000)
-    return {"append_p50": pct(appends, 50), "read_p50": pct(reads, 50)}
-
-
-def cli_times(config: Path, session_id: str, calls: int) -> dict[str, float]:
-    script = Path(sys.executable).parent / "agentctl"
-    argv = [str(script)] if script.exists() else [sys.executable, "-m", "agentctl"]
+def timed_runs(argv: list[str], runs: int) -> list[float]:
     walls = []
-    for i in range(calls):
-        kind = "pause" if i % 2 == 0 else "resume"
+    for _ in range(runs):
         started = time.perf_counter()
-        subprocess.run([*argv, "--config", str(config), kind, session_id], check=True, capture_output=True)
+        subprocess.run(argv, check=True, capture_output=True, cwd=REPO)
         walls.append((time.perf_counter() - started) * 1000)
-    starts = []
-    for _ in range(3):
-        started = time.perf_counter()
-        subprocess.run([sys.executable, "-c", "import agentctl.client"], check=True, cwd=REPO)
-        starts.append((time.perf_counter() - started) * 1000)
-    return {"cli_p50": pct(walls, 50), "cli_max": max(walls), "startup_p50": pct(starts, 50)}
+    return walls
 
 
-def report(cells: dict[bool, dict[str, Cell]], base: dict[str, float], settings: Settings, args: Any) -> None:
-    print()
-    print(
-        f"control latency, {args.sessions} sessions running, {args.samples} samples per cell, "
-        f"{settings.daemon.workers} workers, poll_interval {settings.queue.poll_interval:g}s, "
-        f"flush_interval {settings.writer.flush_interval:g}s, load avg {os.getloadavg()[0]:.1f}"
-    )
-    print()
-    print("| action | wake hint | client p50 | client p99 | server p50 | server p99 |")
-    print("|---|---|---:|---:|---:|---:|")
-    for hint in (True, False):
-        for kind in ("pause", "resume", "interrupt"):
-            cell = cells[hint][kind]
-            client = f"{pct(cell.client_ms, 50):.0f} ms | {pct(cell.client_ms, 99):.0f} ms"
-            server = f"{pct(cell.server_ms, 50):.0f} ms | {pct(cell.server_ms, 99):.0f} ms"
-            print(f"| {kind} | {'yes' if hint else 'no'} | {client} | {server} |")
-    print()
-    print(
-        f"baselines: raw LanceDB append {base['append_p50']:.1f} ms p50; one action-row read (one client poll) "
-        f"{base['read_p50']:.1f} ms p50"
-    )
-    print(
-        f"agentctl process end to end: {base['cli_p50']:.0f} ms p50 (max {base['cli_max']:.0f} ms), of which "
-        f"interpreter start + imports {base['startup_p50']:.0f} ms"
-    )
+def raw_append_ms(scratch: Path, runs: int) -> list[float]:
+    """One LanceDB append of one row, the storage floor of one acknowledged action."""
+    import lancedb
+    import pyarrow as pa
+
+    async def go() -> list[float]:
+        conn = await lancedb.connect_async(str(scratch))
+        table = await conn.create_table("scratch", schema=pa.schema([pa.field("x", pa.int64())]))
+        walls = []
+        for i in range(runs):
+            started = time.perf_counter()
+            await table.add(pa.table({"x": [i]}))
+            walls.append((time.perf_counter() - started) * 1000)
+        return walls
+
+    return asyncio.run(go())
 
 
-async def run(args: argparse.Namespace, config: Path, settings: Settings, scratch: Path) -> None:
-    control = await Control.open(settings)
+def create_count(config: Path, count: int) -> tuple[float, list[str], int]:
+    """``agentctl --json create joke --count N``: (wall seconds, session ids, exit code)."""
     started = time.perf_counter()
-    ids = await create_sessions(control, args.sessions)
-    print(f"created {len(ids)} sessions in {time.perf_counter() - started:.1f}s", flush=True)
-    await measure(control, ids, 3, hint=True)  # warm-up
-    cells: dict[bool, dict[str, Cell]] = {}
-    last = ""
-    for hint in (True, False):
-        started = time.perf_counter()
-        cells[hint], last = await measure(control, ids, args.samples, hint)
-        print(f"measured {'with' if hint else 'without'} hint in {time.perf_counter() - started:.1f}s", flush=True)
-    base = await baselines(control, scratch, last)
-    base.update(cli_times(config, ids[0], args.cli_calls))
-    report(cells, base, settings, args)
+    proc = subprocess.run(
+        [
+            *agentctl_argv(),
+            "--config",
+            str(config),
+            "--timeout",
+            "600",
+            "--json",
+            "create",
+            "joke",
+            "--count",
+            str(count),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+    wall = time.perf_counter() - started
+    rows = [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
+    ids = [r["session_id"] for r in rows if r.get("status") == "running"]
+    if proc.returncode != 0:
+        print(f"create --count {count} exited {proc.returncode}: {proc.stderr[-500:]}", flush=True)
+    return wall, ids, proc.returncode
+
+
+def socket_acks(path: Path, ids: list[str], samples: int) -> list[float]:
+    """Submitted -> acknowledged durable, seen by a client on the socket (one action per request)."""
+    walls = []
+    with Connection(path) as conn:
+        for i in range(samples):
+            sid = ids[i % len(ids)]
+            kind = "pause" if (i // len(ids)) % 2 == 0 else "resume"
+            started = time.perf_counter()
+            conn.send(SubmitRequest(items=[{"kind": kind, "session_id": sid}], wait=True, timeout=30))
+            for reply in conn.replies(60):
+                if isinstance(reply, AckReply):
+                    walls.append((time.perf_counter() - started) * 1000)
+                if reply.type == "end":
+                    break
+    return walls
+
+
+def concurrent_processes(config: Path, ids: list[str], processes: int) -> dict[str, Any]:
+    """``processes`` agentctl pause processes at once, one session each; then the rows are checked."""
+
+    def one(sid: str) -> tuple[int, str]:
+        proc = subprocess.run(
+            [*agentctl_argv(), "--config", str(config), "--json", "pause", sid],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+        )
+        return proc.returncode, proc.stdout
+
+    chosen = ids[:processes]
+    started = time.perf_counter()
+    with ThreadPoolExecutor(processes) as pool:
+        results = list(pool.map(one, chosen))
+    wall = time.perf_counter() - started
+    errors = sum(1 for code, _ in results if code != 0)
+    actions = asyncio.run(_pause_rows(config, chosen))
+    acked = sum(1 for a in actions if a["status"] == "done")
+    per_session = {sid: sum(1 for a in actions if a["session_id"] == sid) for sid in chosen}
+    duplicates = sum(n - 1 for n in per_session.values() if n > 1)
+    return {"wall_s": wall, "errors": errors, "actions": len(actions), "acked": acked, "duplicates": duplicates}
+
+
+async def _pause_rows(config: Path, session_ids: list[str]) -> list[dict[str, Any]]:
+    from agentd.config import load_settings
+    from agentd.store import Store
+    from agentd.store.sql import sql_in
+
+    settings = load_settings(config)
+    store = await Store.open(settings.storage.uri, settings.storage.num_shards, create=False)
+    where = f"{sql_in('session_id', session_ids)} AND kind = 'pause'"
+    rows = await store.actions.query().where(where).select(["action_id", "session_id", "status"]).to_arrow()
+    return list(rows.to_pylist())
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sessions", type=int, default=1000)
-    parser.add_argument("--samples", type=int, default=40, help="samples per action kind and hint mode")
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--poll-interval", type=float, default=0.5, help="[queue] poll_interval (shipped default)")
-    parser.add_argument("--flush-interval", type=float, default=0.25, help="[writer] flush_interval (shipped default)")
-    parser.add_argument("--cli-calls", type=int, default=6)
-    parser.add_argument("--quick", action="store_true", help="200 sessions, 10 samples")
+    parser.add_argument("--quick", action="store_true", help="200 sessions, --count 2000, fewer samples")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary directory (daemon log)")
     args = parser.parse_args()
-    if args.quick:
-        args.sessions, args.samples, args.cli_calls = 200, 10, 2
-    work = Path(tempfile.mkdtemp(prefix="control-bench-"))
-    config = work / "config.toml"
-    config.write_text(
-        CONFIG.format(workers=args.workers, db=work / "db", flush=args.flush_interval, poll=args.poll_interval)
-    )
-    settings = load_settings(config)
-    daemon = Daemon(config, work / "daemon.log")
+    sessions, big, runs, samples = (200, 2000, 20, 60) if args.quick else (1000, 10_000, 60, 200)
+    tmp = Path(tempfile.mkdtemp(prefix="control-bench-"))
+    config = tmp / "config.toml"
+    config.write_text(CONFIG.format(db=tmp / "db", gateway_port=free_port(), metrics_port=free_port()))
+    daemon = Daemon(config, tmp / "daemon.log")
     try:
-        daemon.wait_ready(settings)
-        asyncio.run(run(args, config, settings, work / "scratch"))
+        daemon.wait_ready()
+        bare = timed_runs([sys.executable, "-c", "pass"], 20)
+        version = timed_runs([*agentctl_argv(), "--version"], 20)
+        append = raw_append_ms(tmp / "scratch", 30)
+        print(f"baselines taken; creating {sessions} sessions", flush=True)
+        create_s, ids, _ = create_count(config, sessions)
+        print(f"created {len(ids)} sessions in {create_s:.1f}s", flush=True)
+        time.sleep(2)
+        ctl = [*agentctl_argv(), "--config", str(config)]
+        pauses = []
+        for i in range(runs):
+            kind = "pause" if i % 2 == 0 else "resume"
+            pauses += timed_runs([*ctl, kind, ids[i // 2 % 50]], 1)
+        server = socket_acks(daemon.socket, ids[50:100], samples)
+        crowd = concurrent_processes(config, ids[100:150], 50)
+        big_s, big_ids, big_code = create_count(config, big)
+        ready = status(daemon.socket, timeout=10)["status"]
     finally:
         daemon.kill()
-        shutil.rmtree(work, ignore_errors=True)
+        if not args.keep:
+            shutil.rmtree(tmp, ignore_errors=True)
+    b50 = pct(bare, 50)
+    print()
+    print(
+        f"control plane, {sessions} joke sessions running (shipped defaults: {ready.get('workers')} workers), "
+        f"load avg {os.getloadavg()[0]:.1f}"
+    )
+    print()
+    print("| measure | p50 | p99 | ratio p50 / bare interpreter |")
+    print("|---|---:|---:|---:|")
+
+    def row(what: str, values: list[float], ratio: bool = True, digits: int = 0) -> None:
+        shown = f"{pct(values, 50) / b50:.1f}" if ratio else ""
+        print(f"| {what} | {pct(values, 50):.{digits}f} ms | {pct(values, 99):.{digits}f} ms | {shown} |")
+
+    row("`python -c pass` (baseline)", bare)
+    row("`agentctl --version` (baseline)", version)
+    row("raw LanceDB append, 1 row (baseline)", append, ratio=False, digits=1)
+    row(f"whole `agentctl pause`/`resume` process, daemon up ({runs} runs)", pauses)
+    row(f"server side: submitted -> acknowledged durable ({samples} socket samples)", server, ratio=False)
+    print()
+    print(f"`agentctl create joke --count {sessions}`: {create_s:.1f} s wall, {len(ids)} acknowledged")
+    print(f"`agentctl create joke --count {big}`: {big_s:.1f} s wall, {len(big_ids)} acknowledged, exit {big_code}")
+    print(
+        f"50 concurrent `agentctl pause` processes: {crowd['wall_s']:.1f} s wall, {crowd['errors']} errors, "
+        f"{crowd['actions']} actions for 50 sessions ({crowd['duplicates']} duplicates), {crowd['acked']} acknowledged"
+    )
 
 
 if __name__ == "__main__":
