@@ -49,11 +49,15 @@ export function daemonView(main) {
     const sup = data.supervisor;
     problem.hidden = !data.error;
     problem.textContent = data.error ? `Supervisor: ${data.error}` : "";
+    const problems = (sup && sup.problems) || [];
     clear(top).append(el("h2", { text: "Supervisor" }), sup ? kv([
       ["pid", sup.pid], ["uptime", age(sup.uptime)], ["ready", sup.ready ? "yes" : "no"],
+      ["healthy", sup.healthy === undefined ? "–" : sup.healthy ? "yes" : "no"],
+      ["metrics", sup.metrics || "off"],
       ["workers", sup.workers], ["sessions", sup.sessions], ["shards", sup.num_shards],
       ["database", sup.database], ["config", sup.config_digest],
-    ]) : el("p", { class: "muted", text: "not reachable from the gateway" }));
+    ]) : el("p", { class: "muted", text: "not reachable from the gateway" }),
+    ...(problems.length ? [el("ul", { class: "problems error" }, problems.map((p) => el("li", { text: p })))] : []));
     clear(workers);
     for (const c of sup ? sup.children : []) {
       const state = !c.alive ? "dead" : c.ready ? "ready" : "starting";

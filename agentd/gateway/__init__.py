@@ -1,7 +1,9 @@
 """The WebSocket gateway: live session steps and conversation messages (DESIGN.md §7).
 
 It tails the ``steps`` and ``messages`` tables exactly once and fans rows out to rooms;
-it never writes session data. Protocol reference: the README, "Live updates over WebSocket".
+it never writes session data. On the same port it serves the web console (``web.py``,
+``agentd/console``), whose actions go through the daemon's control API, and ``/metrics``.
+Protocol reference: the README, "Live updates over WebSocket" and "The web console".
 """
 
 from agentd.gateway.auth import GatewayConfigError, is_loopback
