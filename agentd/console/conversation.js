@@ -40,7 +40,11 @@ export function conversationView(main, app, conversationId) {
 
   const names = new Map(); // agent id -> persona name, from the participants
 
+  const empty = el("li", { class: "muted empty", text: "No messages yet: say something below." });
+  messages.append(empty);
+
   function addMessage(m) {
+    empty.remove();
     const name = names.get(m.author_id);
     const who = name ? `${name}` : m.author_id;
     const row = el("li", { class: `msg r-${m.role}`, "data-seq": m.seq },
