@@ -11,8 +11,11 @@ Hooks, in the order the runtime calls them:
 - ``on_start()`` runs when the session starts or resumes in a process;
 - ``do_tick(tick)`` does one unit of work and returns a ``StepOutcome`` (``quiet=True`` when it
   had nothing to say: such a tick leaves no step unless it changed the context);
-- ``normalize_guidance(raw)`` turns a JSON object or free text into the type's guidance model
-  (raise ``GuidanceError`` to reject it); ``apply_guidance(normalized)`` returns a ``GuidanceEffect``
+- ``guidance_spec`` declares the type's guidance operations (agentd.agents.guidance): typed
+  operations, a discriminated union on ``type``, with phrase rules for free text. The default
+  ``normalize_guidance(raw)`` turns a JSON object, an array of operations or free text into
+  ``Operations`` (raise ``GuidanceError`` to reject); ``understand_guidance(raw)`` adds the LLM
+  fallback for text no rule reads; ``apply_guidance(normalized)`` returns a ``GuidanceEffect``
   (context delta, wake now?);
 - ``on_stop()`` runs once when the session stops (destroyed, stopped itself, or host shutdown).
 """
@@ -26,7 +29,8 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from agentd.llm.base import LLMClient
+from agentd.agents.guidance import GuidanceError, GuidanceNotUnderstood, GuidanceSpec, Operations
+from agentd.llm.base import LLMClient, LLMError
 
 __all__ = [
     "Agent",
@@ -35,6 +39,9 @@ __all__ = [
     "CreateError",
     "GuidanceEffect",
     "GuidanceError",
+    "GuidanceNotUnderstood",
+    "GuidanceSpec",
+    "Operations",
     "StepOutcome",
     "Tick",
     "describe_validation_error",
@@ -44,10 +51,6 @@ __all__ = [
 def describe_validation_error(exc: Any, default: str) -> str:
     """'field: problem; other: problem' from a pydantic ValidationError, for user-facing errors."""
     return "; ".join(f"{'.'.join(str(p) for p in err['loc']) or default}: {err['msg']}" for err in exc.errors())
-
-
-class GuidanceError(ValueError):
-    """Guidance the agent type cannot accept; the message tells the user what would work."""
 
 
 class CreateError(ValueError):
@@ -126,6 +129,9 @@ class Agent:
     type_name: ClassVar[str] = ""
     config_model: ClassVar[type[AgentConfig]] = AgentConfig
     guidance_model: ClassVar[type[BaseModel]] = BaseModel
+    # The guidance operations this type accepts (None: no guidance, unless the class overrides
+    # ``normalize_guidance`` itself, as types written before operations existed do).
+    guidance_spec: ClassVar[GuidanceSpec | None] = None
     # Stop the session (status error) after this many consecutive error steps; None = never.
     max_consecutive_errors: ClassVar[int | None] = None
     # Keep a step for every quiet tick (``StepOutcome.quiet``) too, e.g. for a type whose
@@ -167,11 +173,43 @@ class Agent:
     async def do_tick(self, tick: Tick) -> StepOutcome:
         raise NotImplementedError
 
-    def normalize_guidance(self, raw: dict[str, Any] | str) -> BaseModel:
-        """Structured guidance is validated; free text is parsed into the same model."""
-        raise GuidanceError(f"{self.type_name} sessions take no guidance")
+    def normalize_guidance(self, raw: dict[str, Any] | list[Any] | str) -> BaseModel:
+        """Structured guidance is validated; free text is parsed into the same ``Operations``."""
+        if self.guidance_spec is None:
+            raise GuidanceError(f"{self.type_name} sessions take no guidance")
+        return self.guidance_spec.normalize(self.type_name, raw)
+
+    async def understand_guidance(self, raw: dict[str, Any] | list[Any] | str) -> tuple[BaseModel, str]:
+        """``(normalized, interpreted_by)``: by ``structured`` input, the ``parser``, or the ``llm``.
+
+        Free text no phrase rule reads goes to the LLM client's ``interpret_guidance`` when it
+        has one that answers (a real provider; the offline generator answers None, so the
+        parser's error stays). What the model returns is validated like any other input. An
+        LLM failure rejects the guidance with both reasons. The caller bounds the whole call
+        with a timeout (the runtime uses the tick timeout), so a slow model cannot wedge it.
+        """
+        try:
+            normalized = self.normalize_guidance(raw)
+        except GuidanceNotUnderstood as exc:
+            spec = self.guidance_spec
+            interpret = getattr(self.services.llm, "interpret_guidance", None)
+            if spec is None or interpret is None:
+                raise
+            try:
+                ops = await interpret(self.type_name, exc.text, "\n".join(spec.help_lines()))
+            except LLMError as err:
+                raise GuidanceError(
+                    f"{exc.problem}, and asking the LLM failed ({err.reason}: {err.message}){exc.teaching}"
+                ) from None
+            if ops is None:
+                raise
+            if not ops:
+                raise GuidanceError(f"{exc.problem}, and the LLM found no operation in it{exc.teaching}") from None
+            return spec.validate(self.type_name, ops, source=f"the LLM read {exc.text!r} as"), "llm"
+        return normalized, "parser" if isinstance(raw, str) else "structured"
 
     def apply_guidance(self, guidance: BaseModel, context: dict[str, Any]) -> GuidanceEffect:
+        """The effect of normalized guidance (``Operations`` unless ``normalize_guidance`` is overridden)."""
         raise GuidanceError(f"{self.type_name} sessions take no guidance")
 
     async def on_stop(self, context: dict[str, Any]) -> None:

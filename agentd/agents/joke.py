@@ -1,64 +1,35 @@
 """JokeAgent: tells one joke per tick about a subject that guidance changes.
 
-Context contract (tools read it by key): ``{"subject": str, "paused": bool, "jokes": int}``.
-Guidance: ``{"subject": "cats"}`` or free text such as "about cats", "subject: cats",
-"tell jokes about cats".
+Context contract (tools read it by key): ``{"subject": str, "style": str | None, "paused": bool,
+"jokes": int}``. ``jokes`` counts the jokes told; it is also the index the offline generator uses
+so that a session does not repeat a joke within its last 50 (agentd.llm.offline).
+Guidance (agentd.agents.operations): ``{"type": "set_subject", "subject": "cats"}``,
+``{"type": "set_style", "style": "deadpan"}``, an array of them, the older ``{"subject": "cats"}``,
+or free text such as "tell me about cats" or "can you switch to penguins?".
 """
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel
 
-from agentd.agents.base import (
-    Agent,
-    AgentConfig,
-    GuidanceEffect,
-    GuidanceError,
-    StepOutcome,
-    Tick,
-    describe_validation_error,
-)
+from agentd.agents.base import Agent, AgentConfig, GuidanceEffect, Operations, StepOutcome, Tick
+from agentd.agents.operations import JOKE_GUIDANCE, SetStyle, SetSubject, Style, Subject
 
-__all__ = ["JokeAgent", "JokeConfig", "JokeGuidance"]
-
-_SUBJECT_PATTERNS = (
-    re.compile(r"^(?:tell\s+(?:me\s+)?(?:a\s+)?jokes?\s+)?about\s+(?P<s>.+)$", re.I),
-    re.compile(r"^subject\s*[:=]\s*(?P<s>.+)$", re.I),
-    re.compile(r"^(?:change|set|switch)\s+(?:the\s+)?subject\s+to\s+(?P<s>.+)$", re.I),
-    re.compile(r"^jokes?\s+about\s+(?P<s>.+)$", re.I),
-)
+__all__ = ["JokeAgent", "JokeConfig"]
 
 
 class JokeConfig(AgentConfig):
-    subject: str | None = Field(None, min_length=1, max_length=200)
-    style: str | None = Field(None, max_length=50)
-
-
-class JokeGuidance(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    subject: str = Field(min_length=1, max_length=200)
-
-
-def parse_joke_text(text: str) -> JokeGuidance:
-    cleaned = text.strip().rstrip(".!")
-    for pattern in _SUBJECT_PATTERNS:
-        match = pattern.match(cleaned)
-        if match:
-            return JokeGuidance(subject=match.group("s").strip().strip("\"'"))
-    raise GuidanceError(
-        f"cannot understand guidance {text!r} for a joke session; "
-        'try "about cats", "subject: cats" or {"subject": "cats"}'
-    )
+    subject: Subject | None = None
+    style: Style | None = None
 
 
 class JokeAgent(Agent):
     type_name = "joke"
     config_model = JokeConfig
-    guidance_model = JokeGuidance
+    guidance_model = Operations
+    guidance_spec = JOKE_GUIDANCE
 
     def initial_context(self) -> dict[str, Any]:
         config = self.config
@@ -68,23 +39,23 @@ class JokeAgent(Agent):
 
     async def do_tick(self, tick: Tick) -> StepOutcome:
         subject = str(tick.context.get("subject") or "programming")
-        joke = await self.services.llm.tell_joke(subject, tick.context.get("style"))
+        told = int(tick.context.get("jokes", 0))
+        joke = await self.services.llm.tell_joke(
+            subject, tick.context.get("style"), index=told, key=self.services.session_id
+        )
         return StepOutcome(
             text=joke.text,
             data={"subject": subject, "source": joke.source},
             notes="offline generator" if joke.source == "offline" else None,
-            context_delta={"jokes": int(tick.context.get("jokes", 0)) + 1},
+            context_delta={"jokes": told + 1},
         )
 
-    def normalize_guidance(self, raw: dict[str, Any] | str) -> BaseModel:
-        if isinstance(raw, str):
-            return parse_joke_text(raw)
-        try:
-            return JokeGuidance.model_validate(raw)
-        except ValidationError as exc:
-            problems = describe_validation_error(exc, "guidance")
-            raise GuidanceError(f'invalid joke guidance: {problems} (expected {{"subject": "..."}})') from exc
-
     def apply_guidance(self, guidance: BaseModel, context: dict[str, Any]) -> GuidanceEffect:
-        assert isinstance(guidance, JokeGuidance)
-        return GuidanceEffect(delta={"subject": guidance.subject})
+        assert isinstance(guidance, Operations)
+        delta: dict[str, Any] = {}
+        for op in guidance.root:
+            if isinstance(op, SetSubject):
+                delta["subject"] = op.subject
+            elif isinstance(op, SetStyle):
+                delta["style"] = op.style
+        return GuidanceEffect(delta=delta)

@@ -19,7 +19,9 @@ Activation rule, checked each tick over the new messages, in commit order:
    (default 3): personas may answer each other a few times after a user speaks, then fall
    silent until a user or system message arrives, so two personas never ping-pong forever;
 4. the model may decline (``should_speak``).
-Guidance ``speak_now`` (or "speak now") skips rules 1-4 once, at once.
+Guidance ``speak_now`` (or "say something now") skips rules 1-4 once, at once. The guidance
+operations (``set_tone``, ``set_cooldown``, ``speak_now``) and their phrases live in
+agentd.agents.operations.
 
 Exactly once, by construction: reply number k (``replies + 1``) has the message id
 ``reply_message_id(session_id, k)`` whatever seq the tick takes (a guidance step may take the
@@ -48,12 +50,11 @@ fires.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, Field
 
 from agentd import faults
 from agentd.agents.base import (
@@ -61,11 +62,11 @@ from agentd.agents.base import (
     AgentConfig,
     CreateError,
     GuidanceEffect,
-    GuidanceError,
+    Operations,
     StepOutcome,
     Tick,
-    describe_validation_error,
 )
+from agentd.agents.operations import PERSONA_GUIDANCE, SetCooldown, SetTone, SpeakNow, Tone
 from agentd.ids import deterministic_id
 from agentd.llm.base import TranscriptLine
 from agentd.store.conversations import (
@@ -80,7 +81,7 @@ from agentd.store.conversations import (
 )
 from agentd.timeutil import utcnow
 
-__all__ = ["PersonaAgent", "PersonaConfig", "PersonaGuidance", "reply_message_id"]
+__all__ = ["PersonaAgent", "PersonaConfig", "reply_message_id"]
 
 TRANSCRIPT_LINES = 20
 
@@ -119,55 +120,16 @@ def _marker(version: int, message: MessageRecord) -> dict[str, Any]:
 class PersonaConfig(AgentConfig):
     conversation_id: str = Field(min_length=1, max_length=128)
     name: str = Field(min_length=1, max_length=80)
-    tone: str = Field("friendly", min_length=1, max_length=80)
+    tone: Tone = "friendly"
     cooldown: float = Field(5.0, ge=0, le=86_400)
     max_agent_streak: int = Field(3, ge=1, le=100)
-
-
-class PersonaGuidance(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    set_tone: str | None = Field(None, min_length=1, max_length=80)
-    set_cooldown: float | None = Field(None, ge=0, le=86_400)
-    speak_now: bool = False
-
-    @model_validator(mode="after")
-    def _not_empty(self) -> PersonaGuidance:
-        if self.set_tone is None and self.set_cooldown is None and not self.speak_now:
-            raise ValueError("give at least one of set_tone, set_cooldown, speak_now")
-        return self
-
-
-_TONE = re.compile(r"^(?:be|sound|act|go)\s+(?:more\s+)?(?P<v>.+)$|^(?:set\s+)?tone\s*(?:[:=]|to)?\s*(?P<t>.+)$", re.I)
-_COOLDOWN = re.compile(r"^(?:set\s+)?cooldown\s*(?:[:=]|to)?\s*(?P<n>\d+(?:\.\d+)?)\s*(?:s|sec|secs|seconds)?$", re.I)
-_SPEAK = re.compile(r"^(?:speak|talk|say something|reply)(?:\s+now)?$", re.I)
-
-
-def parse_persona_text(text: str) -> PersonaGuidance:
-    fields: dict[str, Any] = {}
-    for part in re.split(r"\s*(?:[;,]|\band\b)\s*", text.strip().rstrip(".!")):
-        if not part:
-            continue
-        if _SPEAK.match(part):
-            fields["speak_now"] = True
-        elif match := _COOLDOWN.match(part):
-            fields["set_cooldown"] = float(match.group("n"))
-        elif match := _TONE.match(part):
-            fields["set_tone"] = (match.group("v") or match.group("t")).strip().strip("\"'")
-        else:
-            raise GuidanceError(
-                f'cannot understand {part!r} in persona guidance; try "be noir", "speak now", '
-                '"cooldown 0.5" or {"set_tone": "noir", "set_cooldown": 0.5, "speak_now": true}'
-            )
-    if not fields:
-        raise GuidanceError("empty guidance")
-    return PersonaGuidance(**fields)
 
 
 class PersonaAgent(Agent):
     type_name = "persona"
     config_model = PersonaConfig
-    guidance_model = PersonaGuidance
+    guidance_model = Operations
+    guidance_spec = PERSONA_GUIDANCE
 
     @property
     def cfg(self) -> PersonaConfig:
@@ -345,24 +307,14 @@ class PersonaAgent(Agent):
 
     # -- guidance ----------------------------------------------------------------------------
 
-    def normalize_guidance(self, raw: dict[str, Any] | str) -> BaseModel:
-        if isinstance(raw, str):
-            return parse_persona_text(raw)
-        aliases = {"tone": "set_tone", "cooldown": "set_cooldown"}
-        data = {aliases.get(k, k): v for k, v in raw.items()}
-        try:
-            return PersonaGuidance.model_validate(data)
-        except ValidationError as exc:
-            problems = describe_validation_error(exc, "guidance")
-            raise GuidanceError(f"invalid persona guidance: {problems}") from exc
-
     def apply_guidance(self, guidance: BaseModel, context: dict[str, Any]) -> GuidanceEffect:
-        assert isinstance(guidance, PersonaGuidance)
+        assert isinstance(guidance, Operations)
         delta: dict[str, Any] = {}
-        if guidance.set_tone is not None:
-            delta["tone"] = guidance.set_tone
-        if guidance.set_cooldown is not None:
-            delta["cooldown"] = guidance.set_cooldown
-        if guidance.speak_now:
-            delta["speak_now"] = True
-        return GuidanceEffect(delta=delta, wake=guidance.speak_now)
+        for op in guidance.root:
+            if isinstance(op, SetTone):
+                delta["tone"] = op.tone
+            elif isinstance(op, SetCooldown):
+                delta["cooldown"] = op.seconds
+            elif isinstance(op, SpeakNow):
+                delta["speak_now"] = True
+        return GuidanceEffect(delta=delta, wake=bool(delta.get("speak_now")))

@@ -132,8 +132,11 @@ class BamlLLM:
         """The generated client bound to this adapter's registry (no retries, cap or timeout)."""
         return self._client
 
-    async def tell_joke(self, subject: str, style: str | None = None) -> Joke:
-        """One joke; the requested subject is kept (a model may paraphrase it)."""
+    async def tell_joke(
+        self, subject: str, style: str | None = None, *, index: int | None = None, key: str = ""
+    ) -> Joke:
+        """One joke; the requested subject is kept (a model may paraphrase it). ``index`` and
+        ``key`` are for memoryless generators; a model varies by itself."""
         result = await self._call("TellJoke", lambda c, o: c.TellJoke(subject=subject, style=style, baml_options=o))
         if not result.text.strip():
             raise LLMError("parse", "the model returned an empty joke")
@@ -152,6 +155,18 @@ class BamlLLM:
         )
         text = result.text.strip()
         return Reply(text=text, should_speak=result.should_speak and bool(text), source=self.name)
+
+    async def interpret_guidance(self, agent_type: str, text: str, operations: str) -> list[dict[str, Any]] | None:
+        """Free text as operation dicts through ``InterpretGuidance``; the caller validates them.
+
+        Unset optional fields are dropped, so ``{"type": "speak_now"}`` comes back as such and
+        a field the operation does not have is refused by its model, not silently kept.
+        """
+        result = await self._call(
+            "InterpretGuidance",
+            lambda c, o: c.InterpretGuidance(agent_type=agent_type, operations=operations, text=text, baml_options=o),
+        )
+        return [op.model_dump(exclude_none=True) for op in result]
 
     async def aclose(self) -> None:
         # The BAML runtime is process-wide and owns its connection pool; nothing to release here.

@@ -76,10 +76,22 @@ class LLMClient(Protocol):
 
     name: str
 
-    async def tell_joke(self, subject: str, style: str | None = None) -> Joke: ...
+    async def tell_joke(
+        self, subject: str, style: str | None = None, *, index: int | None = None, key: str = ""
+    ) -> Joke:
+        """One joke. ``index`` is the session's joke count and ``key`` its id: a generator with no
+        memory of its own (the offline one) uses them to avoid repeating itself within a session;
+        a model ignores them."""
+        ...
 
     async def persona_reply(
         self, name: str, tone: str, transcript: list[TranscriptLine], last_speaker: str
     ) -> Reply: ...
+
+    async def interpret_guidance(self, agent_type: str, text: str, operations: str) -> list[dict[str, Any]] | None:
+        """Free-text guidance as operation dicts (validated by the caller), or None when this
+        client cannot interpret text (the offline generator). ``operations`` lists the accepted
+        operations with an example each. Raises ``LLMError`` when the call fails."""
+        ...
 
     async def aclose(self) -> None: ...

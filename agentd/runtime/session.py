@@ -449,23 +449,44 @@ class SessionRunner:
         raise ActionRejected(f"unsupported action {kind!r} for session {self.session_id}")
 
     async def _interrupt(self, payload: dict[str, Any], action_id: str | None = None) -> CommandResult:
+        """Understand, apply and record guidance; any rejection leaves the session as it was.
+
+        Text the agent's parser cannot read may go to the LLM (``Agent.understand_guidance``):
+        bounded by the tick timeout, so a slow model rejects this guidance instead of holding
+        the session's inbox; other sessions never wait on it (each is its own task).
+        """
         raw = payload.get("guidance")
-        if not isinstance(raw, dict | str) or (isinstance(raw, str) and not raw.strip()):
-            raise ActionRejected("guidance must be a non-empty JSON object or text")
+        empty = isinstance(raw, list | str) and not (raw.strip() if isinstance(raw, str) else raw)
+        if not isinstance(raw, dict | list | str) or empty:
+            raise ActionRejected("guidance must be a JSON object, a non-empty JSON array of operations, or text")
         try:
-            normalized = self.agent.normalize_guidance(raw)
+            async with asyncio.timeout(self.tick_timeout):
+                normalized, interpreted_by = await self.agent.understand_guidance(raw)
             effect = self.agent.apply_guidance(normalized, dict(self.context))
         except GuidanceError as exc:
-            raise ActionRejected(str(exc)) from exc
+            raise ActionRejected(f"session {self.session_id}: {exc}") from exc
+        except TimeoutError:
+            raise ActionRejected(
+                f"session {self.session_id}: guidance {raw!r} was not understood within {self.tick_timeout:g}s "
+                "(the LLM did not answer in time); nothing changed"
+            ) from None
         except Exception as exc:  # a bug in the agent type must not take the session down
             log.exception("guidance for session %s failed", self.session_id)
             raise ActionRejected(f"guidance failed: {exc}") from exc
         self.context.update(effect.delta)
-        guidance = {"raw": raw, "normalized": normalized.model_dump(mode="json", exclude_defaults=True)}
-        generation = await self._persist("guidance", text="guidance applied", guidance=guidance, action_id=action_id)
+        operations = normalized.model_dump(mode="json", exclude_defaults=True)
+        guidance = {"raw": raw, "normalized": operations}
+        generation = await self._persist(
+            "guidance",
+            text="guidance applied",
+            data={"interpreted_by": interpreted_by},
+            guidance=guidance,
+            action_id=action_id,
+        )
         if (effect.wake or payload.get("now")) and self.status == "running":
             self._tick_now = True
-        return self._result(applied=guidance["normalized"], context=dict(self.context)), generation
+        result = self._result(applied=effect.delta, operations=operations, context=dict(self.context))
+        return result, generation
 
     async def _stop(
         self, final_status: str, *, text: str, status: StepStatus = "info", action_id: str | None = None

@@ -146,6 +146,11 @@ def test_persona_guidance(db_uri: str) -> None:
             bad = await h.act("interrupt", "ann", {"guidance": {"set_cooldown": -3}})
             assert bad.status == "failed" and "invalid persona guidance" in (bad.error or "")
             bad = await h.act("interrupt", "ann", {"guidance": "dance"})
-            assert bad.status == "failed" and "cannot understand 'dance'" in (bad.error or "")
+            assert bad.status == "failed" and "cannot understand guidance 'dance'" in (bad.error or "")
+            assert '{"type": "set_tone", "tone": "noir"}' in (bad.error or ""), "the rejection teaches"
+            done = await h.act("interrupt", "ann", {"guidance": {"type": "set_tone", "tone": "noir"}})
+            assert done.status == "done", done.error
+            assert done.result is not None and done.result["operations"] == [{"type": "set_tone", "tone": "noir"}]
+            assert done.result["applied"] == {"tone": "noir"}
 
     run(scenario())

@@ -82,6 +82,21 @@ class BamlAsyncClient:
     def parse_stream(self):
       return self.__llm_stream_parser
 
+    async def InterpretGuidance(self, agent_type: str,operations: str,text: str,
+        baml_options: BamlCallOptions = {},
+    ) -> typing.List["types.GuidanceOperation"]:
+        # Check if on_tick is provided
+        if 'on_tick' in baml_options:
+            # Use streaming internally when on_tick is provided
+            __stream__ = self.stream.InterpretGuidance(agent_type=agent_type,operations=operations,text=text,
+                baml_options=baml_options)
+            return await __stream__.get_final_response()
+        else:
+            # Original non-streaming code
+            __result__ = await self.__options.merge_options(baml_options).call_function_async(function_name="InterpretGuidance", args={
+                "agent_type": agent_type,"operations": operations,"text": text,
+            })
+            return typing.cast(typing.List["types.GuidanceOperation"], __result__.cast_to(types, types, stream_types, False, __runtime__))
     async def PersonaReply(self, name: str,tone: str,transcript: typing.List["types.TranscriptLine"],last_speaker: str,
         baml_options: BamlCallOptions = {},
     ) -> types.Reply:
@@ -121,6 +136,18 @@ class BamlStreamClient:
     def __init__(self, options: DoNotUseDirectlyCallManager):
         self.__options = options
 
+    def InterpretGuidance(self, agent_type: str,operations: str,text: str,
+        baml_options: BamlCallOptions = {},
+    ) -> baml_py.BamlStream[typing.List["stream_types.GuidanceOperation"], typing.List["types.GuidanceOperation"]]:
+        __ctx__, __result__ = self.__options.merge_options(baml_options).create_async_stream(function_name="InterpretGuidance", args={
+            "agent_type": agent_type,"operations": operations,"text": text,
+        })
+        return baml_py.BamlStream[typing.List["stream_types.GuidanceOperation"], typing.List["types.GuidanceOperation"]](
+          __result__,
+          lambda x: typing.cast(typing.List["stream_types.GuidanceOperation"], x.cast_to(types, types, stream_types, True, __runtime__)),
+          lambda x: typing.cast(typing.List["types.GuidanceOperation"], x.cast_to(types, types, stream_types, False, __runtime__)),
+          __ctx__,
+        )
     def PersonaReply(self, name: str,tone: str,transcript: typing.List["types.TranscriptLine"],last_speaker: str,
         baml_options: BamlCallOptions = {},
     ) -> baml_py.BamlStream[stream_types.Reply, types.Reply]:
@@ -153,6 +180,13 @@ class BamlHttpRequestClient:
     def __init__(self, options: DoNotUseDirectlyCallManager):
         self.__options = options
 
+    async def InterpretGuidance(self, agent_type: str,operations: str,text: str,
+        baml_options: BamlCallOptions = {},
+    ) -> baml_py.baml_py.HTTPRequest:
+        __result__ = await self.__options.merge_options(baml_options).create_http_request_async(function_name="InterpretGuidance", args={
+            "agent_type": agent_type,"operations": operations,"text": text,
+        }, mode="request")
+        return __result__
     async def PersonaReply(self, name: str,tone: str,transcript: typing.List["types.TranscriptLine"],last_speaker: str,
         baml_options: BamlCallOptions = {},
     ) -> baml_py.baml_py.HTTPRequest:
@@ -175,6 +209,13 @@ class BamlHttpStreamRequestClient:
     def __init__(self, options: DoNotUseDirectlyCallManager):
         self.__options = options
 
+    async def InterpretGuidance(self, agent_type: str,operations: str,text: str,
+        baml_options: BamlCallOptions = {},
+    ) -> baml_py.baml_py.HTTPRequest:
+        __result__ = await self.__options.merge_options(baml_options).create_http_request_async(function_name="InterpretGuidance", args={
+            "agent_type": agent_type,"operations": operations,"text": text,
+        }, mode="stream")
+        return __result__
     async def PersonaReply(self, name: str,tone: str,transcript: typing.List["types.TranscriptLine"],last_speaker: str,
         baml_options: BamlCallOptions = {},
     ) -> baml_py.baml_py.HTTPRequest:

@@ -23,6 +23,12 @@ class LlmResponseParser:
     def __init__(self, options: DoNotUseDirectlyCallManager):
         self.__options = options
 
+    def InterpretGuidance(
+        self, llm_response: str, baml_options: BamlCallOptions = {},
+    ) -> typing.List["types.GuidanceOperation"]:
+        __result__ = self.__options.merge_options(baml_options).parse_response(function_name="InterpretGuidance", llm_response=llm_response, mode="request")
+        return typing.cast(typing.List["types.GuidanceOperation"], __result__)
+
     def PersonaReply(
         self, llm_response: str, baml_options: BamlCallOptions = {},
     ) -> types.Reply:
@@ -42,6 +48,12 @@ class LlmStreamParser:
 
     def __init__(self, options: DoNotUseDirectlyCallManager):
         self.__options = options
+
+    def InterpretGuidance(
+        self, llm_response: str, baml_options: BamlCallOptions = {},
+    ) -> typing.List["stream_types.GuidanceOperation"]:
+        __result__ = self.__options.merge_options(baml_options).parse_response(function_name="InterpretGuidance", llm_response=llm_response, mode="stream")
+        return typing.cast(typing.List["stream_types.GuidanceOperation"], __result__)
 
     def PersonaReply(
         self, llm_response: str, baml_options: BamlCallOptions = {},

@@ -16,6 +16,9 @@ from . import stream_types
 
 type_map = {
 
+    "types.GuidanceOperation": types.GuidanceOperation,
+    "stream_types.GuidanceOperation": stream_types.GuidanceOperation,
+
     "types.Joke": types.Joke,
     "stream_types.Joke": stream_types.Joke,
 

@@ -41,8 +41,15 @@ def all_succeeded(checks: typing.Dict[CheckName, Check]) -> bool:
 # #########################################################################
 
 # #########################################################################
-# Generated classes (3)
+# Generated classes (4)
 # #########################################################################
+
+class GuidanceOperation(BaseModel):
+    type: str = Field(description='The operation name, exactly one of the accepted operations listed')
+    subject: typing.Optional[str] = Field(default=None, description='set_subject: the new subject')
+    style: typing.Optional[str] = Field(default=None, description='set_style: the new style')
+    tone: typing.Optional[str] = Field(default=None, description='set_tone: the new tone, a word or short phrase')
+    seconds: typing.Optional[float] = Field(default=None, description='set_cooldown: seconds between replies')
 
 class Joke(BaseModel):
     text: str = Field(description='The joke itself, ready to show to a reader. No preamble, no explanation.')
@@ -62,12 +69,13 @@ class TranscriptLine(BaseModel):
 
 
 # #########################################################################
-# Model rebuilds (3)
+# Model rebuilds (4)
 # #########################################################################
 # Resolve string forward references now that every model above is defined so
 # class declaration order never breaks Pydantic construction (issue #793).
 # Recursive models are intentionally omitted (Pydantic resolves those lazily;
 # eagerly rebuilding them can recurse).
+GuidanceOperation.model_rebuild()
 Joke.model_rebuild()
 Reply.model_rebuild()
 TranscriptLine.model_rebuild()
