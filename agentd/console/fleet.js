@@ -144,7 +144,7 @@ export function fleetView(main, app) {
     const ids = [...state.selected];
     const ok = await confirmDialog(`${kind[0].toUpperCase() + kind.slice(1)} ${ids.length} session${ids.length > 1 ? "s" : ""}?`,
       kind === "destroy" ? "Destroyed sessions stop for good; their history stays." : ids.slice(0, 8).join(", ") + (ids.length > 8 ? ", …" : ""),
-      kind[0].toUpperCase() + kind.slice(1));
+      kind[0].toUpperCase() + kind.slice(1), kind === "destroy");
     if (!ok) return;
     result.textContent = `${kind}: sending ${ids.length}…`;
     const answers = await Promise.all(ids.map((id) => app.gw.action(kind, id, kind === "destroy" ? { reason: "console" } : {})));

@@ -62,11 +62,13 @@ export function toast(text, kind = "info") {
   setTimeout(() => node.remove(), 6000);
 }
 
-export function confirmDialog(title, text, okLabel = "Confirm") {
+export function confirmDialog(title, text, okLabel = "Confirm", danger = true) {
   const dialog = document.getElementById("confirm");
   document.getElementById("confirm-title").textContent = title;
   document.getElementById("confirm-text").textContent = text;
-  document.getElementById("confirm-ok").textContent = okLabel;
+  const ok = document.getElementById("confirm-ok");
+  ok.textContent = okLabel;
+  ok.className = danger ? "danger" : "primary";
   return new Promise((resolve) => {
     dialog.addEventListener("close", () => resolve(dialog.returnValue === "ok"), { once: true });
     dialog.returnValue = "cancel";
