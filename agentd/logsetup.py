@@ -31,7 +31,7 @@ from typing import Any, TextIO
 
 from agentd.config import LoggingConfig
 
-__all__ = ["LANCEDB_LOG_ENV", "configure_logging", "native_log_filter", "session_id_var"]
+__all__ = ["LANCEDB_LOG_ENV", "active_config", "configure_logging", "native_log_filter", "session_id_var"]
 
 session_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("session_id", default=None)
 
@@ -41,6 +41,14 @@ LANCEDB_LOG_STYLE_ENV = "LANCEDB_LOG_STYLE"
 # another level) may change its own choice but never the operator's.
 _CHOSEN_ENV = "_AGENTD_LANCEDB_LOG_CHOSEN"
 _warnings_log = logging.getLogger("py.warnings")
+# The [logging] section last applied by configure_logging(), for helper processes started
+# without the settings (the maintenance child).
+_active: LoggingConfig | None = None
+
+
+def active_config() -> LoggingConfig | None:
+    """The ``[logging]`` section this process logs with, or None before configure_logging()."""
+    return _active
 
 
 class _ContextFilter(logging.Filter):
@@ -115,6 +123,8 @@ def configure_logging(cfg: LoggingConfig, *, role: str, worker: int | None = Non
     Also routes Python warnings (LanceDB's included) into the log and sets ``$LANCEDB_LOG`` for
     LanceDB's Rust logger (see the module docstring): call it before importing lancedb.
     """
+    global _active
+    _active = cfg
     _set_native_log_env(cfg.level)
     warnings.showwarning = _show_warning
     handler = logging.StreamHandler(sys.stderr)

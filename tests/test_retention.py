@@ -219,3 +219,27 @@ def test_maintenance_runs_retention_and_reports_it(db_uri: str) -> None:
         assert await store.sessions.count_rows("session_id = 'later'") == 0
 
     run(scenario())
+
+
+def test_trim_predicate_is_one_clause_per_bound_and_deletes_exactly_the_trimmed_steps(db_uri: str) -> None:
+    """Sessions that tick together share a bound: 300 sessions at 3 different latest seqs make
+    3 ``IN`` clauses, not 300 OR-ed per-session clauses, and delete the same rows."""
+    from agentd.store.retention import trim_predicate
+
+    async def scenario() -> None:
+        store = await Store.open(db_uri, 16)
+        steps = []
+        for i in range(300):
+            steps += _steps(f"s{i:03d}", range(1, 8 + i % 3))  # latest seq 7, 8 or 9
+        await store.steps.add(StepRecord.to_arrow(steps))
+        rows = await store.steps.query().select(["session_id", "seq", "ts"]).to_arrow()
+        bounds = step_trim_bounds(rows, keep_last=4, older_than=None)
+        predicate = trim_predicate(bounds, None)
+        assert predicate is not None and predicate.count("session_id IN") == 3
+        report = await apply_retention(store, RetentionConfig(steps_per_session=4), now=NOW)
+        assert report.steps_deleted == 300 * 3 + 100 * (1 + 2)  # 3, 4 or 5 steps over the limit
+        seqs = await _seqs(store)
+        assert all(found == list(range(found[-1] - 3, found[-1] + 1)) for found in seqs.values())
+        assert trim_predicate({}, None) is None
+
+    run(scenario())

@@ -12,6 +12,10 @@ Safe beside writers in other processes: a compaction that meets a concurrent upd
 with "preempted" and is not retried by LanceDB, so it is recorded as skipped and retried on
 the next pass; the cleanup window (>= 10 minutes) stays far above any reader's lag, and
 unverified files are never deleted. Run it in one process at a time (the supervisor).
+
+``maintenance_loop`` (the supervisor's) runs each pass in a child process, so that the memory
+a pass leaves behind in LanceDB and the native allocator goes away with it
+(``agentd.store.maintenance_child``); ``run_maintenance`` is the pass itself, in any process.
 """
 
 from __future__ import annotations
@@ -71,6 +75,17 @@ class MaintenanceReport:
                 for t in self.tables
             },
         }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> MaintenanceReport:
+        """The inverse of ``asdict``: a report sent back by the maintenance child."""
+        retention = data.get("retention")
+        return cls(
+            seconds=float(data["seconds"]),
+            actions_purged=int(data["actions_purged"]),
+            tables=[TableReport(**t) for t in data["tables"]],
+            retention=None if retention is None else RetentionReport(**retention),
+        )
 
     def summary(self) -> str:
         parts = [
@@ -170,22 +185,42 @@ async def maintenance_loop(
     stop: asyncio.Event,
     on_report: Callable[[MaintenanceReport], None] | None = None,
     retention: RetentionLimits | None = None,
+    isolate: bool = True,
 ) -> None:
-    """Run a pass every ``interval`` seconds until ``stop`` is set. Never raises on a bad pass."""
-    while not stop.is_set():
-        try:
-            await asyncio.wait_for(stop.wait(), interval)
-            return
-        except TimeoutError:
-            pass
-        try:
-            report = await run_maintenance(
-                store,
-                cleanup_older_than=cleanup_older_than,
-                action_retention=action_retention,
-                retention=retention,
-            )
-            if on_report is not None:
-                on_report(report)
-        except Exception:
-            log.exception("maintenance pass failed; retrying in %.0fs", interval)
+    """Run a pass every ``interval`` seconds until ``stop`` is set. Never raises on a bad pass.
+
+    With ``isolate`` (the default) each pass runs in a ``MaintenanceChild`` on the same
+    database (``agentd.store.maintenance_child`` says why); ``isolate=False`` runs it on ``store`` in this
+    process. The pass in flight finishes before the loop returns; the child is closed on the
+    way out, cancellation included.
+    """
+    from agentd.store.maintenance_child import MaintenanceChild  # imports this module
+
+    child = MaintenanceChild(store.uri, store.num_shards) if isolate else None
+    try:
+        while not stop.is_set():
+            try:
+                await asyncio.wait_for(stop.wait(), interval)
+                return
+            except TimeoutError:
+                pass
+            try:
+                if child is not None:
+                    # The child logs the pass's summary itself (run_maintenance).
+                    report = await child.run(
+                        cleanup_older_than=cleanup_older_than, action_retention=action_retention, retention=retention
+                    )
+                else:
+                    report = await run_maintenance(
+                        store,
+                        cleanup_older_than=cleanup_older_than,
+                        action_retention=action_retention,
+                        retention=retention,
+                    )
+                if on_report is not None:
+                    on_report(report)
+            except Exception:
+                log.exception("maintenance pass failed; retrying in %.0fs", interval)
+    finally:
+        if child is not None:
+            await asyncio.shield(child.close())
