@@ -112,7 +112,12 @@ pass_ctx = click.make_pass_decorator(Context)
     envvar="AGENTD_CONFIG",
     help="Config file (default: $AGENTD_CONFIG, ./config.toml, /etc/agentd/config.toml, else built-in defaults).",
 )
-@click.option("--db", "db", metavar="URI", help="LanceDB directory or URI; overrides [storage] uri.")
+@click.option(
+    "--db",
+    "db",
+    metavar="URI",
+    help="LanceDB directory or URI; overrides [storage] uri (default: $XDG_DATA_HOME/agentd, ~/.local/share/agentd).",
+)
 @click.version_option(package_name="agentd")
 @click.pass_context
 def cli(ctx: click.Context, config: str | None, db: str | None) -> None:
@@ -241,8 +246,9 @@ def run_command(obj: Context) -> None:
     Exit codes: 0 stopped cleanly; 1 a worker crash loop; 2 bad config, database or socket;
     75 another supervisor holds the database (or its object-store lease was lost).
     \b
-    Example:
-      agentd --db ./agentd-data run
+    Examples:
+      agentd run                          # database in $XDG_DATA_HOME/agentd (~/.local/share/agentd)
+      agentd --db /srv/agentd/data run    # or any directory / object-store URI
     """
     from agentd.logsetup import configure_logging
 
