@@ -63,7 +63,7 @@ class SetStyle(Operation):
 
 
 _JOKE_PHRASES = (
-    Phrase("[in|with] [a|an] {style} (style|humor|humour)", "set_style"),
+    Phrase("(in|with|use|try) [a|an|the] {style} (style|humor|humour)", "set_style"),
     Phrase("style [is|to|of] {style}", "set_style"),
     Phrase("[new] (subject|topic) [is|to|of] {subject}", "set_subject"),
     Phrase("(switch|change|move|go) [over|it] to {subject}", "set_subject"),
@@ -132,15 +132,15 @@ _PERSONA_PHRASES = (
     Phrase("(cool down|cooldown) [to|of|is|at|for] {seconds:duration}", "set_cooldown"),
     Phrase("(speak|talk|sound|reply|write) like [a|an] {tone}", "set_tone"),
     Phrase("(use|take|adopt|try) [a|an|the] {tone} tone", "set_tone"),
-    Phrase("[in|with] [a|an] {tone} tone", "set_tone"),
+    Phrase("(in|with) [a|an|the] {tone} tone", "set_tone"),
     Phrase("tone [is|to|of] {tone}", "set_tone"),
     Phrase("say something", "speak_now"),
     Phrase("(speak|talk|reply|respond|answer|chime in) [up|now]", "speak_now"),
     Phrase(
-        "(be|sound|act|go|get|feel) [more|less|very|much|really|a bit|a little|a lot|kind of|somewhat] "
-        "[of] [a|an|the] {tone}",
+        "(be|sound|act|feel) [more|less|very|much|really|a bit|a little|a lot|kind of|somewhat] [of] [a|an|the] {tone}",
         "set_tone",
     ),
+    Phrase("(go|get) (more|less) {tone}", "set_tone"),
 )
 
 

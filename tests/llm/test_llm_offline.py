@@ -74,3 +74,50 @@ def test_offline_is_cheap_enough_for_20k_calls_per_second() -> None:
 
     elapsed = asyncio.run(burst())
     assert elapsed < 1.0, f"20k offline calls took {elapsed:.2f}s"
+
+
+def test_a_session_does_not_repeat_a_joke_within_50() -> None:
+    """Consecutive jokes of one session, as JokeAgent asks for them (its count and its id)."""
+    from agentd.llm.offline import NO_REPEAT_WINDOW
+
+    assert NO_REPEAT_WINDOW > 50
+    llm = OfflineLLM(seed=3)
+
+    async def session(key: str, subjects: list[str], start: int = 0) -> list[str]:
+        return [
+            (await llm.tell_joke(subjects[i % len(subjects)], index=start + i, key=key)).text.replace(
+                subjects[i % len(subjects)], "{}"
+            )
+            for i in range(NO_REPEAT_WINDOW)
+        ]
+
+    for key in ("s-1", "s-2", "joker"):
+        for start in (0, 17, 1000):
+            templates = asyncio.run(session(key, ["cats"], start))
+            assert len(set(templates)) == NO_REPEAT_WINDOW, (key, start)
+    # A subject change in the middle does not restart the cycle.
+    mixed = asyncio.run(session("s-3", ["cats", "the moon", "tax returns"]))
+    assert len(set(mixed)) == NO_REPEAT_WINDOW
+    # Sessions do not all tell the same sequence.
+    assert asyncio.run(session("s-1", ["cats"]))[:5] != asyncio.run(session("s-2", ["cats"]))[:5]
+    # The same session and count give the same joke in any process (the order is not stored).
+    assert OfflineLLM(seed=3).joke("cats", None, 7, "s-1") == OfflineLLM(seed=3).joke("cats", None, 7, "s-1")
+
+
+def test_jokes_fit_any_noun_grammatically() -> None:
+    """The subject never starts a sentence, never follows an article, never agrees with a verb."""
+    from agentd.llm.offline import _JOKES
+
+    assert len(_JOKES) >= 60
+    for template in _JOKES:
+        assert template.count("{s}") >= 1, template
+        assert not template.startswith("{s}") and ". {s}" not in template and "? {s}" not in template, template
+        for article in ("a {s}", "an {s}", "A {s}", "An {s}", "the {s}", "The {s}"):
+            assert article not in template, template
+        after = [part.split()[0] for part in template.split("{s}")[1:] if part.split()]
+        agreeing = {"is", "are", "was", "were", "has", "have", "does", "do", "walks", "walk", "says", "say"}
+        assert not agreeing & {w.strip(".,;:!?'") for w in after}, template
+    # A plural, a mass noun, a proper name: every joke reads with each.
+    for subject in ("penguins", "tax law", "Python"):
+        texts = [OfflineLLM().joke(subject, None, n, "k").text for n in range(len(_JOKES))]
+        assert all(subject in t and not t.startswith(subject) for t in texts)
