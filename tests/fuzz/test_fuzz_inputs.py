@@ -26,8 +26,8 @@ from agentd.agents.base import AgentServices, GuidanceEffect, GuidanceError
 from agentd.agents.registry import agent_type
 from agentd.config import ConfigError, Settings, load_settings
 from agentd.control import ControlServer, Reply
-from agentd.protocol import ErrorReply
 from agentd.llm.offline import OfflineLLM
+from agentd.protocol import ErrorReply
 from agentd.store.records import encode_json
 
 FAST = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
