@@ -196,7 +196,7 @@ class Agent:
             if spec is None or interpret is None:
                 raise
             try:
-                ops = await interpret(self.type_name, exc.text, "\n".join(spec.help_lines()))
+                ops = await interpret(self.type_name, exc.text, "\n".join(spec.help_lines()), spec.field_kinds)
             except LLMError as err:
                 raise GuidanceError(
                     f"{exc.problem}, and asking the LLM failed ({err.reason}: {err.message}){exc.teaching}"

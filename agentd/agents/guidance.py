@@ -135,6 +135,20 @@ class GuidanceSpec:
     def by_name(self) -> dict[str, type[Operation]]:
         return {op.op_name(): op for op in self.operations}
 
+    @cached_property
+    def field_kinds(self) -> dict[str, str]:
+        """Every operation field but ``type`` -> its JSON kind (string, integer, number, boolean).
+
+        What an LLM interpreting free text must be able to fill in (agentd.llm.baml_adapter adds
+        the fields the built-in types do not have to its output type at run time).
+        """
+        kinds: dict[str, str] = {}
+        for op in self.operations:
+            for name, schema in op.model_json_schema().get("properties", {}).items():
+                if name != "type":
+                    kinds.setdefault(name, str(schema.get("type", "string")))
+        return kinds
+
     def text_example(self, op_name: str) -> str | None:
         """The first example sentence that reads as this one operation alone, if any."""
         for text, ops in self.examples:
@@ -178,8 +192,9 @@ class GuidanceSpec:
     def parse_text(self, type_name: str, text: str) -> Operations:
         if len(text) > MAX_TEXT:
             raise self.reject(type_name, f"text: too long ({len(text)} characters, at most {MAX_TEXT})")
-        if not self.phrases:
-            raise self.reject(type_name, "free text is not accepted; send operations as JSON")
+        if not self.phrases:  # still GuidanceNotUnderstood: a configured LLM may read it
+            problem = f"cannot understand guidance {text!r}: {type_name} sessions read no free text by themselves"
+            raise GuidanceNotUnderstood(problem, self.teach(type_name), text)
         try:
             ops = parse_text(self.phrases, text)
         except NotUnderstood as exc:

@@ -45,6 +45,7 @@ from agentd.llm.baml_client import types as btypes
 from agentd.llm.baml_client.async_client import BamlAsyncClient
 from agentd.llm.baml_client.runtime import BamlCallOptions
 from agentd.llm.baml_client.sync_client import b as sync_b
+from agentd.llm.baml_client.type_builder import TypeBuilder
 from agentd.llm.baml_logging import BAML_NATIVE_ENV, log_collected_call, logger, redact
 from agentd.llm.base import Joke, LLMConfigError, LLMError, Reply, TranscriptLine
 
@@ -84,6 +85,22 @@ def build_client_options(
     http.setdefault("connect_timeout_ms", max(1, int(min(cfg.timeout, 10.0) * 1000)))
     options["http"] = http
     return options, api_key
+
+
+_STATIC_GUIDANCE_FIELDS = frozenset(btypes.GuidanceOperation.model_fields)
+
+
+def _guidance_types(fields: Mapping[str, str]) -> TypeBuilder | None:
+    """A TypeBuilder adding the fields ``GuidanceOperation`` lacks (None when it lacks none)."""
+    extra = {name: kind for name, kind in fields.items() if name not in _STATIC_GUIDANCE_FIELDS}
+    if not extra:
+        return None
+    builder = TypeBuilder()  # type: ignore[no-untyped-call]  # generated code, untyped __init__
+    kinds = {"integer": builder.int, "number": builder.float, "boolean": builder.bool}
+    for name, kind in extra.items():
+        field_type = kinds.get(kind, builder.string)()  # type: ignore[no-untyped-call]
+        builder.GuidanceOperation.add_property(name, field_type.optional())
+    return builder
 
 
 def _first_line(text: str) -> str:
@@ -156,15 +173,25 @@ class BamlLLM:
         text = result.text.strip()
         return Reply(text=text, should_speak=result.should_speak and bool(text), source=self.name)
 
-    async def interpret_guidance(self, agent_type: str, text: str, operations: str) -> list[dict[str, Any]] | None:
+    async def interpret_guidance(
+        self, agent_type: str, text: str, operations: str, fields: Mapping[str, str]
+    ) -> list[dict[str, Any]] | None:
         """Free text as operation dicts through ``InterpretGuidance``; the caller validates them.
 
-        Unset optional fields are dropped, so ``{"type": "speak_now"}`` comes back as such and
-        a field the operation does not have is refused by its model, not silently kept.
+        ``GuidanceOperation`` declares the built-in operations' fields; a plug-in type's other
+        fields are added to it for this call (``@@dynamic``, a ``TypeBuilder``), so the model
+        can fill them in too. Unset fields are dropped, so ``{"type": "speak_now"}`` comes back
+        as such, and a field an operation does not have is refused by its model, not kept.
         """
+        builder = _guidance_types(fields)
         result = await self._call(
             "InterpretGuidance",
-            lambda c, o: c.InterpretGuidance(agent_type=agent_type, operations=operations, text=text, baml_options=o),
+            lambda c, o: c.InterpretGuidance(
+                agent_type=agent_type,
+                operations=operations,
+                text=text,
+                baml_options={**o, "tb": builder} if builder is not None else o,
+            ),
         )
         return [op.model_dump(exclude_none=True) for op in result]
 

@@ -6,6 +6,7 @@ and a test can use a real BAML runtime against a loopback server without touchin
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Protocol
 
 from pydantic import BaseModel
@@ -88,10 +89,13 @@ class LLMClient(Protocol):
         self, name: str, tone: str, transcript: list[TranscriptLine], last_speaker: str
     ) -> Reply: ...
 
-    async def interpret_guidance(self, agent_type: str, text: str, operations: str) -> list[dict[str, Any]] | None:
+    async def interpret_guidance(
+        self, agent_type: str, text: str, operations: str, fields: Mapping[str, str]
+    ) -> list[dict[str, Any]] | None:
         """Free-text guidance as operation dicts (validated by the caller), or None when this
         client cannot interpret text (the offline generator). ``operations`` lists the accepted
-        operations with an example each. Raises ``LLMError`` when the call fails."""
+        operations with an example each; ``fields`` maps every operation field to its JSON kind
+        (string, integer, number, boolean). Raises ``LLMError`` when the call fails."""
         ...
 
     async def aclose(self) -> None: ...

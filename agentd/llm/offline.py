@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 import zlib
+from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any
 
@@ -264,7 +265,9 @@ class OfflineLLM:
             self._n += 1
         return self.joke(subject, style, index, key)
 
-    async def interpret_guidance(self, agent_type: str, text: str, operations: str) -> list[dict[str, Any]] | None:
+    async def interpret_guidance(
+        self, agent_type: str, text: str, operations: str, fields: Mapping[str, str]
+    ) -> list[dict[str, Any]] | None:
         """None: the offline generator reads no free text (the phrase parser's error stands)."""
         return None
 

@@ -12,13 +12,14 @@ import asyncio
 import json
 import re
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar
 
 import pytest
 from llm_helpers import KEY_ENV, SECRET, adapter
 from runtime.harness import fast_settings, hosted
 
-from agentd.agents.base import AgentServices, GuidanceError, GuidanceNotUnderstood
+from agentd.agents.base import Agent, AgentServices, GuidanceError, GuidanceNotUnderstood, GuidanceSpec
+from agentd.agents.guidance import Operation
 from agentd.agents.registry import agent_type
 from agentd.llm.loopback import LoopbackLLMServer, default_responder
 from agentd.llm.offline import OfflineLLM
@@ -37,6 +38,7 @@ READINGS: dict[str, list[dict[str, Any]]] = {
     "give me the dark stuff": [{"type": "set_style", "style": "dark"}],
     "make waiting negative": [{"type": "set_cooldown", "seconds": -5}],
     "invent something": [{"type": "fly", "altitude": 3}],
+    "count a bit faster": [{"type": "bump", "by": 4, "note": "faster"}],
 }
 _INSTRUCTION = re.compile(r"Instruction:\s*(.+)")
 
@@ -168,5 +170,36 @@ def test_in_a_session_the_step_records_the_llm_and_a_slow_model_never_wedges_it(
             srv.delay = 0.0
             ticks = len(await h.steps("j1", "tick"))
             await h.wait_steps("j1", ticks + 1, timeout=15)  # still ticking
+
+    with_server(body)
+
+
+class Bump(Operation):
+    """Add this much at every tick."""
+
+    type: Literal["bump"]
+    by: int
+    note: str | None = None
+    example: ClassVar[dict[str, Any]] = {"type": "bump", "by": 2}
+
+
+class Counter(Agent):
+    type_name = "test-llm-counter"
+    guidance_spec = GuidanceSpec(operations=(Bump,))
+
+
+def test_a_plugin_types_own_fields_reach_the_model_and_come_back() -> None:
+    """``GuidanceOperation`` is ``@@dynamic``: the adapter adds a plug-in's fields for the call."""
+
+    async def body(srv: LoopbackLLMServer) -> None:
+        counter = Counter(
+            Counter.parse_config({}), AgentServices(llm=adapter(srv), store=None, session_id="s", agent_id="a")
+        )
+        with pytest.raises(GuidanceError):  # no phrases: text is refused by the parser...
+            counter.normalize_guidance("count a bit faster")
+        normalized, by = await counter.understand_guidance("count a bit faster")  # ...and read by the model
+        assert by == "llm" and normalized.model_dump(exclude_none=True) == [{"type": "bump", "by": 4, "note": "faster"}]
+        prompt = "\n".join(str(m["content"]) for m in srv.bodies[-1]["messages"])
+        assert re.search(r"\bby\b", prompt) and "note" in prompt, "the output format names the plug-in's fields"
 
     with_server(body)

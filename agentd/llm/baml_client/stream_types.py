@@ -27,6 +27,7 @@ class StreamState(BaseModel, typing.Generic[StreamStateValueT]):
 # #########################################################################
 
 class GuidanceOperation(BaseModel):
+    model_config = ConfigDict(extra='allow')
     type: typing.Optional[str] = Field(default=None, description='The operation name, exactly one of the accepted operations listed')
     subject: typing.Optional[str] = Field(default=None, description='set_subject: the new subject')
     style: typing.Optional[str] = Field(default=None, description='set_style: the new style')

@@ -35,8 +35,8 @@ class TypeBuilder(type_builder.TypeBuilder):
     # #########################################################################
 
     @property
-    def GuidanceOperation(self) -> "GuidanceOperationViewer":
-        return GuidanceOperationViewer(self)
+    def GuidanceOperation(self) -> "GuidanceOperationBuilder":
+        return GuidanceOperationBuilder(self)
 
     @property
     def Joke(self) -> "JokeViewer":
@@ -76,13 +76,25 @@ class GuidanceOperationAst:
         return self._props
 
 
-class GuidanceOperationViewer(GuidanceOperationAst):
+class GuidanceOperationBuilder(GuidanceOperationAst):
     def __init__(self, tb: type_builder.TypeBuilder):
         super().__init__(tb)
 
     
-    def list_properties(self) -> typing.List[typing.Tuple[str, type_builder.ClassPropertyViewer]]:
-        return [(name, type_builder.ClassPropertyViewer(self._bldr.property(name))) for name in self._properties]
+    def add_property(self, name: str, type: baml_py.FieldType) -> baml_py.ClassPropertyBuilder:
+        if name in self._properties:
+            raise ValueError(f"Property {name} already exists.")
+        return self._bldr.property(name).type(type)
+
+    def list_properties(self) -> typing.List[typing.Tuple[str, baml_py.ClassPropertyBuilder]]:
+        return self._bldr.list_properties()
+
+    def remove_property(self, name: str) -> None:
+        self._bldr.remove_property(name)
+
+    def reset(self) -> None:
+        self._bldr.reset()
+
     
 
 
@@ -92,26 +104,31 @@ class GuidanceOperationProperties:
         self.__properties = properties # type: ignore (we know how to use this private attribute) # noqa: F821
 
     
+    def __getattr__(self, name: str) -> baml_py.ClassPropertyBuilder:
+        if name not in self.__properties:
+            raise AttributeError(f"Property {name} not found.")
+        return self.__bldr.property(name)
+
     
     @property
-    def type(self) -> type_builder.ClassPropertyViewer:
-        return type_builder.ClassPropertyViewer(self.__bldr.property("type"))
+    def type(self) -> baml_py.ClassPropertyBuilder:
+        return self.__bldr.property("type")
     
     @property
-    def subject(self) -> type_builder.ClassPropertyViewer:
-        return type_builder.ClassPropertyViewer(self.__bldr.property("subject"))
+    def subject(self) -> baml_py.ClassPropertyBuilder:
+        return self.__bldr.property("subject")
     
     @property
-    def style(self) -> type_builder.ClassPropertyViewer:
-        return type_builder.ClassPropertyViewer(self.__bldr.property("style"))
+    def style(self) -> baml_py.ClassPropertyBuilder:
+        return self.__bldr.property("style")
     
     @property
-    def tone(self) -> type_builder.ClassPropertyViewer:
-        return type_builder.ClassPropertyViewer(self.__bldr.property("tone"))
+    def tone(self) -> baml_py.ClassPropertyBuilder:
+        return self.__bldr.property("tone")
     
     @property
-    def seconds(self) -> type_builder.ClassPropertyViewer:
-        return type_builder.ClassPropertyViewer(self.__bldr.property("seconds"))
+    def seconds(self) -> baml_py.ClassPropertyBuilder:
+        return self.__bldr.property("seconds")
     
     
 

@@ -45,6 +45,7 @@ def all_succeeded(checks: typing.Dict[CheckName, Check]) -> bool:
 # #########################################################################
 
 class GuidanceOperation(BaseModel):
+    model_config = ConfigDict(extra='allow')
     type: str = Field(description='The operation name, exactly one of the accepted operations listed')
     subject: typing.Optional[str] = Field(default=None, description='set_subject: the new subject')
     style: typing.Optional[str] = Field(default=None, description='set_style: the new style')
