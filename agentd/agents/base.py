@@ -30,6 +30,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from agentd.agents.guidance import GuidanceError, GuidanceNotUnderstood, GuidanceSpec, Operations
+from agentd.agents.phrases import clip
 from agentd.llm.base import LLMClient, LLMError
 
 __all__ = [
@@ -205,7 +206,7 @@ class Agent:
                 raise
             if not ops:
                 raise GuidanceError(f"{exc.problem}, and the LLM found no operation in it{exc.teaching}") from None
-            return spec.validate(self.type_name, ops, source=f"the LLM read {exc.text!r} as"), "llm"
+            return spec.validate(self.type_name, ops, source=f"the LLM read {clip(exc.text)!r} as"), "llm"
         return normalized, "parser" if isinstance(raw, str) else "structured"
 
     def apply_guidance(self, guidance: BaseModel, context: dict[str, Any]) -> GuidanceEffect:

@@ -29,7 +29,7 @@ from typing import Annotated, Any, ClassVar, Union
 
 from pydantic import BaseModel, ConfigDict, Field, RootModel, SerializeAsAny, TypeAdapter, ValidationError
 
-from agentd.agents.phrases import NotUnderstood, Phrase, parse_text
+from agentd.agents.phrases import NotUnderstood, Phrase, clip, parse_text
 
 __all__ = [
     "MAX_OPERATIONS",
@@ -193,13 +193,13 @@ class GuidanceSpec:
         if len(text) > MAX_TEXT:
             raise self.reject(type_name, f"text: too long ({len(text)} characters, at most {MAX_TEXT})")
         if not self.phrases:  # still GuidanceNotUnderstood: a configured LLM may read it
-            problem = f"cannot understand guidance {text!r}: {type_name} sessions read no free text by themselves"
+            problem = f"cannot understand guidance {clip(text)!r}: {type_name} sessions read no free text by themselves"
             raise GuidanceNotUnderstood(problem, self.teach(type_name), text)
         try:
             ops = parse_text(self.phrases, text)
         except NotUnderstood as exc:
             raise GuidanceNotUnderstood(f"{exc} for a {type_name} session", self.teach(type_name), text) from None
-        return self.validate(type_name, ops, source=f"guidance {text!r} reads as")
+        return self.validate(type_name, ops, source=f"guidance {clip(text)!r} reads as")
 
     def validate(self, type_name: str, raw_ops: list[Any], *, single: bool = False, source: str = "") -> Operations:
         """Every operation validated; the first bad one rejects all, named by its position."""
@@ -220,7 +220,7 @@ class GuidanceSpec:
                 ops.append(self._adapter.validate_python(raw))
             except ValidationError as exc:
                 label = f"{where} ({name})" if where else str(name)
-                prefix = f"{source} {json.dumps(raw_ops)}: " if source else ""
+                prefix = f"{source} {clip(json.dumps(raw_ops), 200)}: " if source else ""
                 raise self.reject(type_name, f"{prefix}{label}: {_problems(exc, tagged=self._tagged)}") from None
         return Operations(ops)
 

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
-__all__ = ["NotUnderstood", "Phrase", "clean", "parse_text"]
+__all__ = ["NotUnderstood", "Phrase", "clean", "clip", "parse_text"]
 
 # Courtesy words that may trail a text slot without being part of its value.
 _TRAILING = r"(?:(?:please|pls|thanks|thank\s+you|now|ok|okay)\s+)*$"
@@ -60,8 +60,14 @@ class NotUnderstood(ValueError):
     def __init__(self, text: str, part: str) -> None:
         self.text = text
         self.part = part
-        where = f"guidance {text!r}" if part.strip() == text.strip() else f"{part.strip()!r} in guidance {text!r}"
+        whole = f"guidance {clip(text)!r}"
+        where = whole if part.strip() == text.strip() else f"{clip(part.strip())!r} in {whole}"
         super().__init__(f"cannot understand {where}")
+
+
+def clip(text: str, limit: int = 120) -> str:
+    """``text`` cut to ``limit`` characters for an error message (the input is stored in full)."""
+    return text if len(text) <= limit else f"{text[: limit - 3]}..."
 
 
 def clean(text: str) -> str:
@@ -171,29 +177,30 @@ def parse_text(rules: tuple[Phrase, ...], text: str) -> list[dict[str, Any]]:
     """The operations ``text`` asks for, in order; raises ``NotUnderstood``.
 
     Grouping (see the module docstring): a clause no rule reads joins the group before it when
-    that group's match ends in a text slot, or the group after it when no group started yet.
-    Groups are spans of the original text, so a merged value keeps its words and separators.
+    that group's rule ends in a text slot, or the group after it when no group started yet.
+    Groups are spans of the original text, so a merged value keeps its words and separators;
+    each group is read once at the end (linear in the number of clauses, whatever the input).
     """
-    groups: list[tuple[int, int, tuple[Phrase, dict[str, Any]]]] = []
+    groups: list[list[int]] = []  # [start, end] of each group
+    absorbs = False  # the last group's rule ends in a text slot
     lead: int | None = None  # start of the clauses seen before the first match
     for start, end in _clauses(text):
         found = _first(rules, text[start:end])
         if found is not None:
-            begin = start if lead is None else lead
-            if lead is not None:
-                found = _first(rules, text[begin:end]) or found
-            groups.append((begin, end, found))
-            lead = None
-        elif groups and groups[-1][2][0].ends_in_text:
-            begin = groups[-1][0]
-            merged = _first(rules, text[begin:end])
-            if merged is None:  # pragma: no cover - a text slot absorbs what follows
-                raise NotUnderstood(text, text[start:end])
-            groups[-1] = (begin, end, merged)
+            groups.append([start if lead is None else lead, end])
+            absorbs, lead = found[0].ends_in_text, None
+        elif groups and absorbs:
+            groups[-1][1] = end
         elif groups:
             raise NotUnderstood(text, text[start:end])
         elif lead is None:
             lead = start
     if lead is not None or not groups:
         raise NotUnderstood(text, text if lead is None else text[lead:])
-    return [op for _, _, (_, op) in groups]
+    ops: list[dict[str, Any]] = []
+    for start, end in groups:
+        found = _first(rules, text[start:end])
+        if found is None:  # pragma: no cover - a text slot absorbs what follows, a lead-in is skipped
+            raise NotUnderstood(text, text[start:end])
+        ops.append(found[1])
+    return ops

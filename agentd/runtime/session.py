@@ -467,8 +467,8 @@ class SessionRunner:
             raise ActionRejected(f"session {self.session_id}: {exc}") from exc
         except TimeoutError:
             raise ActionRejected(
-                f"session {self.session_id}: guidance {raw!r} was not understood within {self.tick_timeout:g}s "
-                "(the LLM did not answer in time); nothing changed"
+                f"session {self.session_id}: the guidance was not understood within {self.tick_timeout:g}s "
+                "([runtime] tick_timeout: the LLM did not answer in time); nothing changed"
             ) from None
         except Exception as exc:  # a bug in the agent type must not take the session down
             log.exception("guidance for session %s failed", self.session_id)
