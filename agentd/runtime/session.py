@@ -458,7 +458,12 @@ class SessionRunner:
         raw = payload.get("guidance")
         empty = isinstance(raw, list | str) and not (raw.strip() if isinstance(raw, str) else raw)
         if not isinstance(raw, dict | list | str) or empty:
-            raise ActionRejected("guidance must be a JSON object, a non-empty JSON array of operations, or text")
+            spec = self.agent.guidance_spec
+            teach = spec.teach(self.agent.type_name) if spec is not None else ""
+            raise ActionRejected(
+                f"session {self.session_id}: guidance must be a JSON object, a non-empty JSON array of operations, "
+                f"or text{teach}"
+            )
         try:
             async with asyncio.timeout(self.tick_timeout):
                 normalized, interpreted_by = await self.agent.understand_guidance(raw)

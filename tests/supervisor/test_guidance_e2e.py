@@ -156,6 +156,8 @@ INVALID: list[tuple[str, Any, str]] = [
         "operation 2 (set_cooldown): seconds:",
     ),
     ("joke-1", "make it better", "cannot understand guidance 'make it better' for a joke session"),
+    ("joke-1", 42, "guidance must be a JSON object, a non-empty JSON array of operations, or text"),
+    ("persona-1", [], "guidance must be a JSON object, a non-empty JSON array of operations, or text"),
 ]
 
 
