@@ -101,5 +101,6 @@ def _readme_block(marker: str) -> str:
 
 def test_the_readme_tables_are_the_data() -> None:
     """Each rule lives once: the README shows the tables the parser and the tests use."""
-    assert _readme_block("guidance-examples") == examples_markdown()
-    assert _readme_block("guidance-operations") == operations_markdown()
+    hint = "paste the output of agentd.agents.catalog.{}() between the README markers"
+    assert _readme_block("guidance-examples") == examples_markdown(), hint.format("examples_markdown")
+    assert _readme_block("guidance-operations") == operations_markdown(), hint.format("operations_markdown")
