@@ -25,7 +25,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Annotated, Any, ClassVar, Union
+from typing import Annotated, Any, ClassVar, Union, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, RootModel, SerializeAsAny, TypeAdapter, ValidationError
 
@@ -80,7 +80,11 @@ class Operation(BaseModel):
 
     @classmethod
     def op_name(cls) -> str:
-        return str(cls.model_fields["type"].annotation.__args__[0])  # type: ignore[union-attr]
+        """The ``type`` value, from the ``Literal`` annotation every operation must declare."""
+        args = get_args(cls.model_fields["type"].annotation)
+        if len(args) != 1 or not isinstance(args[0], str):
+            raise TypeError(f"{cls.__name__}.type must be annotated Literal['<operation name>']")
+        return args[0]
 
     @classmethod
     def summary(cls) -> str:
@@ -119,6 +123,18 @@ class GuidanceSpec:
     # Legacy object keys (no ``type``): key -> (operation, field). Field None marks a flag: true
     # adds the operation, false adds nothing (``{"speak_now": true}``).
     legacy: Mapping[str, tuple[str, str | None]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        """Fail at import, not at the first guidance: names unique, examples valid, legacy keys known."""
+        names = [op.op_name() for op in self.operations]
+        if not names or len(set(names)) != len(names):
+            raise TypeError(f"guidance operations need distinct type names, got {names}")
+        for op in self.operations:
+            if op.example:
+                op.model_validate(op.example)
+        for key, (name, _field) in self.legacy.items():
+            if name not in names:
+                raise TypeError(f"legacy key {key!r} maps to unknown operation {name!r}")
 
     @cached_property
     def _adapter(self) -> TypeAdapter[Any]:
