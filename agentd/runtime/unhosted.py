@@ -40,7 +40,14 @@ def replayed_result(action: ActionRecord, step: StepRecord) -> dict[str, Any]:
         "replayed": True,
     }
     if action.kind == "interrupt" and step.guidance:
-        result["applied"] = step.guidance.get("normalized")
+        normalized = step.guidance.get("normalized")
+        if isinstance(normalized, list):  # typed operations: the fields they set, as a live result shows
+            result["operations"] = normalized
+            result["applied"] = {
+                k: v for op in normalized if isinstance(op, dict) for k, v in op.items() if k != "type"
+            }
+        else:  # a step stored before guidance became typed operations
+            result["applied"] = normalized
         result["context"] = state.get("context")
     return result
 

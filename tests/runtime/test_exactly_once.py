@@ -143,7 +143,7 @@ def test_kill_between_effect_and_ack_neither_repeats_nor_reorders(db_uri: str, t
         assert cats_done.status == "done" and birds_done.status == "done"
         assert cats_done.result is not None and cats_done.result.get("replayed") is True
         steps = await read_steps(store.steps, "j1")
-        assert [s.guidance["normalized"]["subject"] for s in steps if s.kind == "guidance" and s.guidance] == [
+        assert [s.guidance["normalized"][0]["subject"] for s in steps if s.kind == "guidance" and s.guidance] == [
             "cats",
             "birds",
         ]

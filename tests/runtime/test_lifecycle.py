@@ -98,7 +98,10 @@ def test_pause_stops_ticks_but_guidance_still_applies(db_uri: str) -> None:
             await asyncio.sleep(0.8)  # four heartbeats
             assert len(await h.steps("j1", "tick")) == ticks_at_pause
             [guidance_step] = await h.steps("j1", "guidance")
-            assert guidance_step.guidance == {"raw": "about dogs", "normalized": {"subject": "dogs"}}
+            assert guidance_step.guidance == {
+                "raw": "about dogs",
+                "normalized": [{"type": "set_subject", "subject": "dogs"}],
+            }
             assert guidance_step.state["context"]["paused"] is True
             resumed = await h.act("resume", "j1")
             assert resumed.result is not None and resumed.result.pop("seq") > pause_seq
@@ -146,7 +149,7 @@ def test_interrupts_apply_in_arrival_order(db_uri: str) -> None:
             h.host.hint()
             for action in actions:
                 assert (await h.queue.wait(action.action_id, timeout=10)) is not None
-            applied = [s.guidance["normalized"]["subject"] for s in await h.steps("j1", "guidance") if s.guidance]
+            applied = [s.guidance["normalized"][0]["subject"] for s in await h.steps("j1", "guidance") if s.guidance]
             assert applied == [f"topic{i}" for i in range(6)]
             assert (await h.session("j1")).context["subject"] == "topic5"
 
