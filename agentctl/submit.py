@@ -142,6 +142,7 @@ def submit(
     except NoDaemon as exc:
         batch.no_daemon = str(exc)
         return _submit_direct(obj, batch, raw_items, wait, on_ack, on_accepted)
+    deadline = time.monotonic() + timeout
     try:
         with conn:
             conn.send(SubmitRequest(items=raw_items, wait=wait, timeout=timeout))
@@ -168,7 +169,7 @@ def submit(
             except DaemonLost as exc:  # restarted meanwhile: the rows still say what happened
                 if wait and batch.pending_ids():
                     click.echo(f"agentctl: {exc}; reading the actions' rows instead", err=True)
-                    _wait_direct(obj, batch, time.monotonic() + timeout, on_ack)
+                    _wait_direct(obj, batch, deadline, on_ack)
     except KeyboardInterrupt:
         _interrupted(obj, batch)
     except DaemonLost as exc:
