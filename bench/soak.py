@@ -231,6 +231,15 @@ def process_labels(status: dict[str, Any]) -> dict[int, str]:
     return labels
 
 
+def _unnamed_label(proc: psutil.Process) -> str:
+    """The supervisor's maintenance child (not in the status reply) gets its own series: its RSS
+    is where maintenance's memory goes since the passes left the supervisor (issue 11)."""
+    with contextlib.suppress(psutil.Error):
+        if "agentd.store.maintenance_child" in proc.cmdline():
+            return "maintenance"
+    return "other"
+
+
 @dataclass
 class Usage:
     rss_mb: float = 0.0
@@ -246,7 +255,7 @@ class ProcessWatch:
         self.procs: dict[int, psutil.Process] = {}
 
     def usage(self, status: dict[str, Any]) -> dict[str, Usage]:
-        """label -> usage; descendants the status does not name sum as "other"."""
+        """label -> usage; the maintenance child is "maintenance", other unnamed descendants "other"."""
         labels = process_labels(status)
         usage: dict[str, Usage] = {}
         try:
@@ -265,7 +274,7 @@ class ProcessWatch:
                     cpu = proc.cpu_percent(interval=None)
             except psutil.Error:
                 continue
-            total = usage.setdefault(labels.get(proc.pid, "other"), Usage())
+            total = usage.setdefault(labels.get(proc.pid) or _unnamed_label(proc), Usage())
             total.rss_mb += rss
             total.fds += fds
             total.cpu += cpu
@@ -567,7 +576,8 @@ class Sampler:
         load.control_ms, load.lags_ms, load.gw_received = [], [], 0
         usage = self.watch.usage(status)
         if not self.labels:
-            self.labels = sorted(usage, key=label_order)
+            # The maintenance child starts at the first pass, after the first sample: name it now.
+            self.labels = sorted({*usage, "maintenance"}, key=label_order)
         for label in self.labels:
             item = usage.get(label)
             row[f"rss_{label}_mb"] = None if item is None else item.rss_mb
