@@ -22,22 +22,23 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from agentd import faults
-from agentd.agents.base import AgentServices, CreateError
-from agentd.agents.registry import UnknownAgentType, agent_type
+from agentd.agents.base import AgentServices
+from agentd.agents.registry import agent_type
 from agentd.config import Settings
 from agentd.ids import new_id, shard_for
 from agentd.llm.base import LLMClient
 from agentd.queue import Ack, ActionQueue
 from agentd.runtime.acks import AckBatcher, ClaimKeeper
+from agentd.runtime.creates import CreatePath
 from agentd.runtime.lateness import LatencyStats
-from agentd.runtime.resume import LIVE_STATUSES, from_step, load_live_sessions
+from agentd.runtime.resume import load_live_sessions
 from agentd.runtime.session import ActionRejected, Command, CommandResult, SessionRunner
 from agentd.runtime.unhosted import act_unhosted, replayed_result, write_final_step
 from agentd.runtime.watcher import ConversationWatcher
 from agentd.store import Store
 from agentd.store.actions import ActionRecord
-from agentd.store.sessions import SessionRecord, get_session
-from agentd.store.steps import StepRecord, latest_step, steps_of_actions
+from agentd.store.sessions import SessionRecord
+from agentd.store.steps import StepRecord, steps_of_actions
 from agentd.store.writer import BatchingWriter
 from agentd.telemetry import WorkerTelemetry
 from agentd.timeutil import utcnow
@@ -50,8 +51,8 @@ log = logging.getLogger(__name__)
 CLAIM_TIMEOUT = 30.0
 
 
-class SessionHost:
-    """Hosts the sessions of ``shards``. One per worker process."""
+class SessionHost(CreatePath):
+    """Hosts the sessions of ``shards``. One per worker process (creates: ``CreatePath``)."""
 
     def __init__(
         self,
@@ -104,6 +105,7 @@ class SessionHost:
         self.watcher = ConversationWatcher(store, self._wake_conversation, interval=0.1)
         self._hint = asyncio.Event()
         self._offered: list[ActionRecord] = []  # rows handed over with wake hints, claimed first
+        self._fresh: set[str] = set()  # session ids a batch lookup found in neither table (creates)
         self._stopping = False
         self._ack_tasks: set[asyncio.Task[None]] = set()
         # Actions for a session whose create is still being validated, in arrival order.
@@ -146,6 +148,7 @@ class SessionHost:
                     raise
                 log.warning("claiming actions failed: %s", exc)
                 actions, applied = [], {}
+            await self._prefetch_creates(actions)
             for action in actions:
                 step = applied.get(action.action_id)
                 if step is not None:  # applied before a crash or a hand-back: acknowledge it again
@@ -315,78 +318,6 @@ class SessionHost:
             self._ack(action, self._not_hosted(action))
             return
         self._ack(action, runner.submit(Command(action.kind, action.payload, action_id=action.action_id)))
-
-    def _release_queued(self, session_id: str) -> None:
-        for queued in self._creating.pop(session_id, []):
-            self._dispatch(queued)
-
-    async def _create(self, action: ActionRecord) -> CommandResult:
-        try:
-            return await self._create_session(action)
-        finally:
-            self._release_queued(action.session_id)
-
-    async def _create_session(self, action: ActionRecord) -> CommandResult:
-        payload = action.payload
-        existing = await get_session(self.store.sessions, action.session_id)
-        if existing is not None:
-            return await self._existing_create(action, existing)
-        try:
-            cls = agent_type(str(payload.get("agent_type", "")))
-            config = cls.parse_config(dict(payload.get("config") or {}))
-        except (UnknownAgentType, CreateError) as exc:
-            raise ActionRejected(str(exc)) from exc
-        if action.session_id in self.runners:  # created by an earlier action while we awaited
-            return await self._duplicate_create(action)
-        now = utcnow()
-        record = SessionRecord(
-            session_id=action.session_id,
-            agent_id=str(payload.get("agent_id") or action.session_id),
-            agent_type=cls.type_name,
-            shard=action.shard,
-            status="starting",
-            config={**config.model_dump(mode="json", exclude_none=True), "_create_action": action.action_id},
-            context={},
-            conversation_id=None,
-            created_at=now,
-            updated_at=now,
-        )
-        previous = await latest_step(self.store.steps, action.session_id)
-        if previous is not None:
-            # Steps but no session row: a crash after a flush's steps commit and before its
-            # sessions commit. If they are this create's, adopt them; never create again.
-            if action.action_id not in await steps_of_actions(
-                self.store.steps, [(action.session_id, action.action_id)]
-            ):
-                raise ActionRejected(f"session {action.session_id} already exists")
-            return await self._adopt(record, previous)
-        runner = self._start_runner(record, creating=True)
-        future = runner.submit(Command("create", payload, action_id=action.action_id))
-        self._release_queued(action.session_id)  # queued actions go in behind the create
-        return await future
-
-    async def _adopt(self, record: SessionRecord, latest: StepRecord) -> CommandResult:
-        """Resume a session whose create was applied but whose row was never written, from its latest step."""
-        record = from_step(record, latest.seq, latest.state)
-        generation = await self.writer.submit(None, record)  # the missing row, durable before the ack
-        if record.status in LIVE_STATUSES:
-            self._start_runner(record, creating=False)
-        log.warning(
-            "session %s: adopted its steps up to seq %d (its row was never written)", record.session_id, latest.seq
-        )
-        result = {"session_id": record.session_id, "agent_id": record.agent_id, "status": record.status}
-        return {**result, "seq": latest.seq, "replayed": True}, generation
-
-    async def _existing_create(self, action: ActionRecord, existing: SessionRecord) -> CommandResult:
-        if existing.config.get("_create_action") == action.action_id:  # our own create, replayed
-            return {"session_id": existing.session_id, "agent_id": existing.agent_id, "status": existing.status}, 0
-        raise ActionRejected(f"session {action.session_id} already exists")
-
-    async def _duplicate_create(self, action: ActionRecord) -> CommandResult:
-        existing = await get_session(self.store.sessions, action.session_id)
-        if existing is not None:
-            return await self._existing_create(action, existing)
-        raise ActionRejected(f"session {action.session_id} already exists")
 
     async def _not_hosted(self, action: ActionRecord) -> CommandResult:
         return await act_unhosted(self.writer, self.store, action, self.epoch)
