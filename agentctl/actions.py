@@ -145,7 +145,20 @@ def _interrupt_human(result: dict[str, Any]) -> None:
         click.echo(f"  {str(key).ljust(width)}  {compact(value)}")
 
 
-@click.command("interrupt")
+class _InterruptCommand(click.Command):
+    """``interrupt --help`` lists each agent type's guidance operations, read from the types
+    themselves (``agentd.agents.catalog``, pydantic only) when help is asked for, never before."""
+
+    def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        super().format_epilog(ctx, formatter)
+        from agentd.agents.catalog import guidance_help_text
+
+        with formatter.section("Guidance operations by agent type (one example each, JSON or text)"):
+            for line in guidance_help_text().splitlines():
+                formatter.write(" " * formatter.current_indent + line + "\n")
+
+
+@click.command("interrupt", cls=_InterruptCommand)
 @click.argument("arguments", nargs=-1, required=True, metavar="[SESSION_ID]... GUIDANCE")
 @click.option("--now", is_flag=True, help="Tick at once after applying the guidance.")
 @_fleet_options
@@ -163,7 +176,8 @@ def interrupt(obj: Obj, /, arguments: tuple[str, ...], now: bool, **options: Any
     Examples:
       agentctl interrupt s-0189f3c2a1b4-3f9a2c1d '{"subject": "cats"}'
       agentctl interrupt s-0189f3c2a1b4-3f9a2c1d "about dogs" --now
-      agentctl interrupt --agent-id ada --yes '{"set_tone": "dry"}'
+      agentctl interrupt --agent-id ada --yes '{"type": "set_tone", "tone": "dry"}'
+      agentctl interrupt p-1 '[{"type": "set_tone", "tone": "noir"}, {"type": "speak_now"}]'
     """
     *ids, guidance = arguments
     try:

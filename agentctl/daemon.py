@@ -31,21 +31,13 @@ def daemon() -> None:
 
 
 def health_problems(status: dict[str, Any]) -> list[str]:
-    """Why the daemon is not healthy; an empty list means healthy."""
-    problems = []
-    if not status.get("ready"):
-        problems.append("not ready (workers still starting)")
-    timeout = float(status.get("heartbeat_timeout") or 0)
-    for child in status.get("children") or []:
-        if child.get("role") != "worker":
-            continue
-        name = f"worker {child.get('index')} (pid {child.get('pid')})"
-        if not child.get("alive"):
-            problems.append(f"{name} is not running")
-            continue
-        ago = child.get("last_heartbeat_ago")
-        if timeout and isinstance(ago, int | float) and ago > timeout:
-            problems.append(f"{name}: last heartbeat {ago:.1f}s ago (timeout {timeout:g}s)")
+    """Why the daemon is not healthy; an empty list means healthy.
+
+    The daemon judges its own health (``problems`` in its status: workers, heartbeats, a gateway
+    that cannot serve, metrics that cannot bind); this only adds "not ready" while it starts.
+    """
+    problems = [] if status.get("ready") else ["not ready (workers still starting)"]
+    problems += [str(p) for p in status.get("problems") or []]
     return problems
 
 
@@ -124,8 +116,8 @@ def daemon_status(obj: Obj) -> None:
     """Show the daemon's health, workers and sessions; exit 5 when no daemon answers.
 
     Exit 0 healthy, 1 reachable but unhealthy (not ready, a worker dead or its heartbeat
-    stale), 5 unreachable. JSON: the daemon's status object plus
-    "health": {"healthy", "problems"}.
+    stale, a gateway that cannot serve its port, metrics that cannot bind), 5 unreachable.
+    JSON: the daemon's status object plus "health": {"healthy", "problems"}.
 
     \b
     Example:
