@@ -1,18 +1,28 @@
-"""Gateway benchmark: commit-to-receive latency and messages/s, against a raw websockets baseline.
+"""Gateway benchmark: step committed -> received by a subscriber, through the real daemon.
 
-Scenarios (each run twice in the same run: through the gateway, then raw):
-  one-room   1 room x N subscribers (run::a1::s1), steps of one session
-  many-rooms N rooms x 1 subscriber (run::a1::s<i>), one step per session per commit
+Starts ``agentd run`` (a temp config: gateway on a free loopback port, ``[metrics] port = 0``,
+shipped defaults otherwise: 2 workers, 1 s heartbeat, writer flush 0.25 s, gateway poll 0.05 s
+plus the workers' commit hints), creates N joke sessions ticking in one batch (``agentctl create
+joke --count N``), then measures two shapes with N WebSocket clients in this process:
 
-Processes: the gateway (``run_gateway`` on uvloop) and a writer are fresh interpreters started by
-this script; the N clients run in this process on uvloop. The raw baseline is a websockets
-server (its own process) that ``broadcast()``s frames of the same size, so the ratio shows what
-tailing LanceDB, pacing and bounded queues cost on top of plain fan-out.
+  one-room   1 room x N subscribers   (run::gwbench::<one session>)
+  many-rooms N rooms x 1 subscriber   (run::gwbench::<session i>)
 
-  latency  gateway: client receipt - writer's commit return;   raw: receipt - send
-  msg/s    burst phase: deliveries / (last receipt - first commit (or send) of the burst)
+The commit time of a step is the LanceDB commit of the table version that created its row:
+after each shape the bench reads ``_row_created_at_version`` of every received (session, seq)
+and the timestamps of those versions (``list_versions()``; a manifest's timestamp is taken
+while the commit is made, within ~1 ms of the writer's ``add()`` returning). So
+``committed -> received`` is the wall-clock time from the writer's commit to the client's
+receipt, measured outside the gateway; ``tick -> received`` (from the step's own ``ts``, taken
+when the tick ran, before the writer's batching) is printed beside it for context.
 
-Usage: python bench/gateway_bench.py [--subscribers 1000] [--quick]
+Raw baseline, same run and same machine load (the daemon keeps ticking, nobody is subscribed
+to the gateway): a websockets server process that ``broadcast()``s frames of the same size at
+the same rates (one-room: one frame to all N clients every heartbeat; many-rooms: every
+flush_interval / 2, a different slice of the N clients, so each gets one frame per heartbeat);
+latency = receipt - send.
+
+Usage: python bench/gateway_bench.py [--sessions 1000] [--subscribers 1000] [--seconds 30]
 """
 
 from __future__ import annotations
@@ -26,12 +36,11 @@ import re
 import resource
 import shutil
 import signal
-import statistics
+import socket
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,44 +48,11 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 SEQ = re.compile(rb'"seq":(\d+)')
+SESSION = re.compile(rb'"session_id":"([^"]+)"')
+AGENT = "gwbench"
 
 
-# -- child processes -------------------------------------------------------------------------
-
-
-async def writer_main(db: str, mode: str, sessions: int, paced: int, interval: float, burst: int) -> None:
-    """Append steps; print {"seq": n, "t": commit-return time} per commit (n = seq of every session)."""
-    from agentd.ids import shard_for
-    from agentd.store import Store
-    from agentd.store.steps import StepRecord
-    from agentd.timeutil import utcnow
-
-    store = await Store.open(db, 4)
-    agent = "a1" if mode == "one" else "a2"
-    names = ["s1"] if mode == "one" else [f"m{i}" for i in range(sessions)]
-
-    async def commit(seq: int) -> None:
-        rows = [
-            StepRecord(
-                session_id=sid,
-                agent_id=agent,
-                shard=shard_for(sid, 4),
-                seq=seq,
-                ts=utcnow(),
-                text=f"step {seq}",
-                state={"iteration": seq, "context": {"subject": "cats", "paused": False}},
-            )
-            for sid in names
-        ]
-        await store.steps.add(StepRecord.to_arrow(rows))
-        print(json.dumps({"seq": seq, "t": time.time()}), flush=True)
-
-    for seq in range(1, paced + 1):
-        await commit(seq)
-        await asyncio.sleep(interval)
-    print(json.dumps({"burst_start": time.time()}), flush=True)
-    for seq in range(paced + 1, paced + burst + 1):
-        await commit(seq)
+# -- raw baseline server (child process) -----------------------------------------------------
 
 
 async def baseline_main() -> None:
@@ -87,23 +63,21 @@ async def baseline_main() -> None:
 
     async def run(ctl: ServerConnection, cmd: dict[str, Any]) -> None:
         pad = "x" * int(cmd["pad"])
-        one = cmd["mode"] == "one"
-
-        def tick(seq: int) -> None:
-            t = time.time()
+        one, slices = cmd["mode"] == "one", int(cmd["slices"])
+        deadline = time.monotonic() + cmd["seconds"]
+        seq = 0
+        while time.monotonic() < deadline:
+            seq += 1
             if one:
-                broadcast(clients, json.dumps({"type": "step", "room": "r", "seq": seq, "t": t, "pad": pad}))
-            else:
-                for i, conn in enumerate(clients):
-                    broadcast([conn], json.dumps({"type": "step", "room": f"r{i}", "seq": seq, "t": t, "pad": pad}))
-
-        for seq in range(1, cmd["paced"] + 1):
-            tick(seq)
-            await asyncio.sleep(cmd["interval"])
-        await ctl.send(json.dumps({"burst_start": time.time()}))
-        for seq in range(cmd["paced"] + 1, cmd["paced"] + cmd["burst"] + 1):
-            tick(seq)
-            await asyncio.sleep(0)
+                broadcast(clients, json.dumps({"type": "step", "room": "r", "seq": seq, "t": time.time(), "pad": pad}))
+                await asyncio.sleep(cmd["interval"])
+                continue
+            for part in range(slices):  # each client gets one frame per interval
+                for i in range(part, len(clients), slices):
+                    frame = json.dumps({"type": "step", "room": f"r{i}", "seq": seq, "t": time.time(), "pad": pad})
+                    broadcast([clients[i]], frame)
+                await asyncio.sleep(cmd["interval"] / slices)
+        await ctl.send(json.dumps({"done": seq}))
 
     async def handler(ws: ServerConnection) -> None:
         assert ws.request is not None
@@ -125,93 +99,80 @@ async def baseline_main() -> None:
 # -- measurement -----------------------------------------------------------------------------
 
 
+def pct(values: list[float], q: float) -> float:
+    """Nearest-rank percentile in ms (values in seconds)."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, int(len(ordered) * q / 100 + 0.5) - 1))] * 1000
+
+
 @dataclass
 class Result:
     name: str
     latencies: list[float] = field(default_factory=list)
-    burst_messages: int = 0
-    burst_seconds: float = 0.0
-    missing: int = 0
-
-    @property
-    def p50(self) -> float:
-        return statistics.median(self.latencies) * 1000 if self.latencies else float("nan")
-
-    @property
-    def p99(self) -> float:
-        lat = sorted(self.latencies)
-        return lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000 if lat else float("nan")
-
-    @property
-    def rate(self) -> float:
-        return self.burst_messages / self.burst_seconds if self.burst_seconds > 0 else float("nan")
+    # Gateway rows: tick ts -> received, for context.
+    from_tick: list[float] = field(default_factory=list)
+    expected: int = 0
+    note: str = ""
 
     def row(self) -> str:
-        p50, p99, rate = self.p50, self.p99, self.rate
-        return f"{self.name:<36} {p50:>9.1f} {p99:>9.1f} {rate:>12,.0f} {self.missing:>8}"
+        tick = f"{pct(self.from_tick, 50):>7.0f} / {pct(self.from_tick, 99):<5.0f}" if self.from_tick else " " * 15
+        return (
+            f"{self.name:<34} {pct(self.latencies, 50):>8.1f} {pct(self.latencies, 99):>8.1f} "
+            f"{pct(self.latencies, 100):>8.1f} {len(self.latencies):>8} {tick}  {self.note}"
+        )
 
 
 class Clients:
-    """N websockets clients in this process recording (seq, receipt, send time) per frame.
+    """N websockets clients in this process recording (session, seq, receipt) per step frame.
 
-    Gateway frames are matched by a regex on ``"seq":`` (no JSON parse: the client process is
-    the bottleneck on this machine); raw frames carry their send time ``t``.
+    Gateway frames are matched by regex (no JSON parse: this process is the bottleneck on a
+    2-core machine); raw frames carry their send time ``t``.
     """
 
     def __init__(self, raw: bool) -> None:
         self.raw = raw
-        self.got: list[list[tuple[int, float, float]]] = []
+        self.got: list[tuple[bytes, int, float]] = []
         self.conns: list[Any] = []
         self.tasks: list[asyncio.Task[None]] = []
-        # Frames recorded so far, and an event set once they reach ``target``.
-        self.total = 0
-        self.target = 0
-        self.reached = asyncio.Event()
+        self.recording = False
+        # Snapshot frames received, and an event set once there is one per client.
+        self.snapshots = 0
+        self.all_snapshots = asyncio.Event()
 
-    async def open(self, url: str, n: int, rooms: list[str] | None) -> None:
+    async def open(self, url: str, rooms: list[str | None]) -> None:
         from websockets.asyncio.client import connect
 
-        async def one(i: int) -> None:
-            ws = await connect(url, max_size=2**24, max_queue=64, compression=None)
+        async def one(room: str | None) -> None:
+            ws = await connect(url, max_size=2**24, max_queue=64, compression=None, open_timeout=60)
             self.conns.append(ws)
-            sink: list[tuple[int, float, float]] = []
-            self.got.append(sink)
-            if rooms is not None:
-                await ws.send(json.dumps({"op": "subscribe", "room": rooms[i], "since": 0}))
-            self.tasks.append(asyncio.create_task(self._read(ws, sink)))
+            if room is not None:
+                await ws.send(json.dumps({"op": "subscribe", "room": room, "since": 0}))
+            self.tasks.append(asyncio.create_task(self._read(ws)))
 
-        for start in range(0, n, 100):
-            await asyncio.gather(*(one(i) for i in range(start, min(n, start + 100))))
+        for start in range(0, len(rooms), 100):
+            await asyncio.gather(*(one(room) for room in rooms[start : start + 100]))
 
-    async def _read(self, ws: Any, sink: list[tuple[int, float, float]]) -> None:
-        try:
+    async def _read(self, ws: Any) -> None:
+        got = self.got
+        with contextlib.suppress(Exception):
             async for message in ws:
                 t = time.time()
+                if not self.recording:
+                    if not self.raw and message.startswith('{"type":"snapshot"'):
+                        self.snapshots += 1
+                        if self.snapshots >= len(self.conns):
+                            self.all_snapshots.set()
+                    continue
                 if self.raw:
                     frame = json.loads(message)
-                    sink.append((frame["seq"], t, frame["t"]))
+                    got.append((b"", frame["seq"], t - frame["t"]))
                 elif message.startswith('{"type":"step"'):
-                    found = SEQ.search(message.encode())
-                    if not found:
-                        continue
-                    sink.append((int(found.group(1)), t, 0.0))
-                else:
-                    continue
-                self.total += 1
-                if self.target and self.total >= self.target:
-                    self.reached.set()
-        except Exception:
-            return
-
-    def count(self) -> int:
-        return self.total
-
-    async def wait_for(self, want: int, timeout: float) -> None:
-        self.target = want
-        if self.total < want:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(timeout):
-                    await self.reached.wait()
+                    data = message.encode()
+                    seq, sid = SEQ.search(data), SESSION.search(data)
+                    if seq and sid:
+                        got.append((sid.group(1), int(seq.group(1)), t))
 
     async def close(self) -> None:
         await asyncio.gather(*(ws.close() for ws in self.conns), return_exceptions=True)
@@ -220,223 +181,316 @@ class Clients:
         await asyncio.gather(*self.tasks, return_exceptions=True)
 
 
-def plan(args: argparse.Namespace, mode: str) -> tuple[int, float, int]:
-    if mode == "one":
-        return args.paced, args.interval, args.burst
-    return args.paced_many, args.interval_many, args.burst_many
+async def commit_times(
+    db: str, shards: int, got: list[tuple[bytes, int, float]]
+) -> dict[tuple[str, int], tuple[float, float]]:
+    """(session, seq) -> (commit wall time of the version that created the row, tick ts)."""
+    from agentd.store import Store
+    from agentd.store.sql import sql_in
+
+    store = await Store.open(db, shards, create=False)
+    table = store.steps
+    sessions = sorted({sid.decode() for sid, _, _ in got})
+    low = min(seq for _, seq, _ in got)
+    out: dict[tuple[str, int], tuple[float, float]] = {}
+    versions = {int(v["version"]): v["timestamp"].timestamp() for v in await table.list_versions()}
+    for start in range(0, len(sessions), 500):
+        where = f"{sql_in('session_id', sessions[start : start + 500])} AND seq >= {low}"
+        columns = ["session_id", "seq", "ts", "_row_created_at_version"]
+        rows = await table.query().where(where).select(columns).to_arrow()
+        for sid, seq, ts, version in zip(
+            rows.column("session_id").to_pylist(),
+            rows.column("seq").to_pylist(),
+            rows.column("ts").to_pylist(),
+            rows.column("_row_created_at_version").to_pylist(),
+            strict=True,
+        ):
+            if int(version) in versions:
+                out[(sid, seq)] = (versions[int(version)], ts.timestamp())
+    return out
 
 
-def summarise(
-    name: str, clients: Clients, paced: int, total: int, burst_start: float, sent: dict[int, float]
-) -> Result:
-    """Latency over the paced phase; messages/s over the burst phase."""
-    result = Result(name)
-    last_burst = burst_start
-    for sink in clients.got:
-        for seq, received, t_sent in sink:
-            if seq <= paced:
-                result.latencies.append(received - (t_sent if clients.raw else sent[seq]))
-            else:
-                result.burst_messages += 1
-                last_burst = max(last_burst, received)
-    result.burst_seconds = last_burst - burst_start
-    result.missing = total - clients.count()
-    return result
+# -- the daemon ------------------------------------------------------------------------------
 
 
-def spawn(*args: str) -> subprocess.Popen[bytes]:
-    """A fresh interpreter via Popen (no fork-time hooks run: this process has imported lancedb)."""
-    return subprocess.Popen(
-        [sys.executable, *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-    )
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
-async def lines(stream: Any) -> AsyncIterator[bytes]:
-    while True:
-        line = await asyncio.to_thread(stream.readline)
-        if not line:
-            return
-        yield line
+class Daemon:
+    """``python -m agentd run`` in its own process group; stopped by pid, then its group killed."""
 
+    def __init__(self, tmp: Path, gateway_port: int) -> None:
+        from agentd.config import load_settings
 
-def kill(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
+        self.config = tmp / "config.toml"
+        self.config.write_text(
+            f'[storage]\nuri = "{tmp / "db"}"\n\n[daemon]\ncontrol_socket = "{tmp / "ctl.sock"}"\n\n'
+            f'[gateway]\nenabled = true\nhost = "127.0.0.1"\nport = {gateway_port}\n\n[metrics]\nport = 0\n'
+        )
+        self.settings = load_settings(str(self.config))
+        self.db = str(tmp / "db")
+        self.log = tmp / "daemon.log"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "agentd", "--config", str(self.config), "run"],
+            stdout=subprocess.DEVNULL,
+            stderr=self.log.open("ab"),
+            start_new_session=True,
+            cwd=REPO,
+        )
+
+    def tail(self) -> str:
+        return self.log.read_text(errors="replace")[-3000:] if self.log.exists() else ""
+
+    def wait_ready(self, timeout: float = 120) -> None:
+        from agentd.control import DaemonUnreachable, request_sync
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise SystemExit(f"daemon exited:\n{self.tail()}")
+            with contextlib.suppress(DaemonUnreachable):
+                status = request_sync(self.settings.control_socket_path, {"op": "status"}, timeout=2)["status"]
+                if status["ready"] and (status.get("gateway") or {}).get("status") == "ok":
+                    return
+            time.sleep(0.3)
+        raise SystemExit(f"daemon not ready in {timeout:.0f}s:\n{self.tail()}")
+
+    def create(self, count: int) -> list[str]:
+        """N joke sessions in one batch, through the control socket (agentctl create --count)."""
+        command = [sys.executable, "-m", "agentctl", "--config", str(self.config), "--json", "create", "joke"]
+        proc = subprocess.run(
+            [*command, "--count", str(count), "--agent-id", AGENT, "--timeout", "300"],
+            capture_output=True,
+            timeout=330,
+            cwd=REPO,
+        )
+        if proc.returncode != 0:
+            raise SystemExit(f"create failed ({proc.returncode}): {proc.stderr.decode()[-2000:]}")
+        return [json.loads(line)["session_id"] for line in proc.stdout.decode().splitlines() if line.strip()]
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.proc.pid, signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(timeout=30)
         with contextlib.suppress(ProcessLookupError):
-            os.kill(proc.pid, signal.SIGKILL)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(timeout=10)
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=10)
+
+
+async def http_get(port: int, path: str) -> bytes:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n".encode())
+    raw = await reader.read()
+    writer.close()
+    return raw.partition(b"\r\n\r\n")[2]
+
+
+async def gateway_probe(port: int) -> dict[str, float]:
+    """The gateway's own view: hints received, tail polls/reads and the last read's cost."""
+    health = json.loads(await http_get(port, "/healthz"))["tail"]["steps"]
+    metrics = (await http_get(port, "/metrics")).decode()
+    found = re.search(r"^agentd_gateway_commit_hints_total (\S+)$", metrics, re.M)
+    return {
+        "hints": float(found.group(1)) if found else float("nan"),
+        "polls": health["polls"],
+        "reads": health["reads"],
+        "last_read_ms": health["last_read_ms"] or 0.0,
+    }
+
+
+# -- the two runs ----------------------------------------------------------------------------
 
 
 def label(kind: str, mode: str, n: int) -> str:
     return f"{kind} {'1 room x ' + str(n) + ' subs' if mode == 'one' else str(n) + ' rooms x 1 sub'}"
 
 
-async def gateway_run(args: argparse.Namespace, db: str, port: int, mode: str) -> Result:
+async def gateway_run(args: argparse.Namespace, daemon: Daemon, sessions: list[str], mode: str) -> Result:
     n = args.subscribers
-    rooms = ["run::a1::s1"] * n if mode == "one" else [f"run::a2::m{i}" for i in range(n)]
+    rooms: list[str | None] = (
+        [f"run::{AGENT}::{sessions[0]}"] * n if mode == "one" else [f"run::{AGENT}::{s}" for s in sessions[:n]]
+    )
+    port = daemon.settings.gateway.port
     clients = Clients(raw=False)
-    await clients.open(f"ws://127.0.0.1:{port}/", n, rooms)
-    await asyncio.sleep(1.0)  # let every snapshot arrive
-    paced, interval, burst = plan(args, mode)
-    writer = spawn(__file__, "--writer", db, mode, str(n), str(paced), str(interval), str(burst))
-    commits: dict[int, float] = {}
-    burst_start = 0.0
-    try:
-        async for line in lines(writer.stdout):
-            item = json.loads(line)
-            if "burst_start" in item:
-                burst_start = item["burst_start"]
-            else:
-                commits[item["seq"]] = item["t"]
-        if await asyncio.to_thread(writer.wait, 60) != 0:
-            assert writer.stderr is not None
-            raise RuntimeError(writer.stderr.read().decode()[-2000:])
-    finally:
-        kill(writer)
-    total = n * (paced + burst)
-    await clients.wait_for(total, 60)
-    result = summarise(label("gateway", mode, n), clients, paced, total, burst_start, commits)
+    started = time.perf_counter()
+    await clients.open(f"ws://127.0.0.1:{port}/", rooms)
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(300):
+            await clients.all_snapshots.wait()
+    subscribed = time.perf_counter() - started
+    await asyncio.sleep(args.warmup)  # live steps flowing
+    before = await gateway_probe(port)
+    clients.recording = True
+    await asyncio.sleep(args.seconds)
+    clients.recording = False
+    after = await gateway_probe(port)
     await clients.close()
+    got = clients.got
+    result = Result(label("gateway", mode, n))
+    if not got:
+        result.note = f"nothing received ({clients.snapshots} snapshots in {subscribed:.1f}s)"
+        return result
+    commits = await commit_times(daemon.db, daemon.settings.storage.num_shards, got)
+    missing = 0
+    for sid, seq, received in got:
+        known = commits.get((sid.decode(), seq))
+        if known is None:
+            missing += 1
+            continue
+        result.latencies.append(received - known[0])
+        result.from_tick.append(received - known[1])
+    interval = daemon.settings.runtime.heartbeat_interval
+    result.expected = int(args.seconds / interval) * n
+    hints, polls, reads = (after[k] - before[k] for k in ("hints", "polls", "reads"))
+    result.note = (
+        f"{clients.snapshots} snapshots in {subscribed:.1f}s; "
+        f"hints {hints / args.seconds:.1f}/s, polls {polls / args.seconds:.1f}/s, reads {reads / args.seconds:.1f}/s, "
+        f"last read {after['last_read_ms']:.1f} ms" + (f", {missing} without commit time" if missing else "")
+    )
     return result
 
 
-async def baseline_run(args: argparse.Namespace, port: int, mode: str, pad: int) -> Result:
+async def baseline_run(args: argparse.Namespace, daemon: Daemon, port: int, mode: str, pad: int) -> Result:
     from websockets.asyncio.client import connect
 
     n = args.subscribers
     clients = Clients(raw=True)
-    await clients.open(f"ws://127.0.0.1:{port}/", n, None)
-    await asyncio.sleep(0.5)
-    paced, interval, burst = plan(args, mode)
+    await clients.open(f"ws://127.0.0.1:{port}/", [None] * n)
+    await asyncio.sleep(1.0)
+    interval = daemon.settings.runtime.heartbeat_interval
+    slices = max(1, round(interval / (daemon.settings.writer.flush_interval / 2)))
+    clients.recording = True
     async with connect(f"ws://127.0.0.1:{port}/control") as ctl:
-        cmd = {"mode": mode, "paced": paced, "burst": burst, "interval": interval, "pad": pad}
+        cmd = {"mode": mode, "seconds": args.raw_seconds, "interval": interval, "slices": slices, "pad": pad}
         await ctl.send(json.dumps(cmd))
-        burst_start = json.loads(await ctl.recv())["burst_start"]
-        total = n * (paced + burst)
-        await clients.wait_for(total, 60)
-    result = summarise(label("raw broadcast", mode, n), clients, paced, total, burst_start, {})
+        await ctl.recv()
+        await asyncio.sleep(0.5)
+    clients.recording = False
     await clients.close()
+    result = Result(label("raw broadcast", mode, n), latencies=[lat for _, _, lat in clients.got])
+    result.note = f"every {interval:g} s" if mode == "one" else f"{slices} slices per {interval:g} s"
     return result
 
 
-def step_frame_size() -> int:
+def step_frame_size(sessions: list[str]) -> int:
     from agentd.gateway.protocol import step_body_json, step_frame
     from agentd.store.steps import StepRecord
     from agentd.timeutil import utcnow
 
     record = StepRecord(
-        session_id="s1",
-        agent_id="a1",
+        session_id=sessions[0],
+        agent_id=AGENT,
         shard=1,
         seq=100,
         ts=utcnow(),
-        text="step 100",
-        state={"iteration": 100, "context": {"subject": "cats", "paused": False}},
+        text="Why do programmers prefer dark mode? Because light attracts bugs.",
+        state={"iteration": 100, "context": {"subject": "programming", "paused": False}},
+        latency_ms=0.1,
     )
-    return len(step_frame("run::a1::s1", step_body_json(record)))
+    return len(step_frame(f"run::{AGENT}::{sessions[0]}", step_body_json(record)))
 
 
-async def first_match(stream: Any, pattern: str) -> int:
-    async for line in lines(stream):
-        found = re.search(pattern, line.decode())
-        if found:
-            return int(found.group(1))
-    raise RuntimeError(f"child exited before printing {pattern!r}")
+def spawn_baseline() -> subprocess.Popen[bytes]:
+    """The raw broadcast server: a fresh interpreter, printing its port on stdout."""
+    return subprocess.Popen(
+        [sys.executable, __file__, "--baseline-server"],
+        stdout=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
 
 
-async def healthz(port: int) -> dict[str, Any]:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-    raw = await reader.read()
-    writer.close()
-    return dict(json.loads(raw.partition(b"\r\n\r\n")[2]))
+async def first_port(proc: subprocess.Popen[bytes]) -> int:
+    assert proc.stdout is not None
+    line = await asyncio.to_thread(proc.stdout.readline)
+    return int(json.loads(line)["port"])
+
+
+def load_average() -> str:
+    return "/".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 async def bench(args: argparse.Namespace) -> None:
-    from agentd.store import Store
-
     tmp = Path(tempfile.mkdtemp(prefix="gwbench-"))
-    db = str(tmp / "db")
-    store = await Store.open(db, 4)
-    procs: list[subprocess.Popen[bytes]] = []
+    daemon: Daemon | None = None
+    baseline: subprocess.Popen[bytes] | None = None
+    loads = [f"start {load_average()}"]
     try:
-        code = (
-            "import sys; from agentd.config import Settings; from agentd.gateway import run_gateway; "
-            f"sys.exit(run_gateway(Settings(storage={{'uri': {db!r}, 'num_shards': 4}}, "
-            f"gateway={{'port': 0, 'poll_interval': {args.poll_interval}, 'max_queue': 1000}})))"
-        )
-        gateway = spawn("-c", code)
-        procs.append(gateway)
-        gw_port = await first_match(gateway.stderr, r"gateway listening on ws://[^:]+:(\d+)")
-        # Keep draining the gateway's log so that it never blocks on a full pipe.
-        drain = asyncio.create_task(asyncio.to_thread(gateway.stderr.read))  # type: ignore[union-attr]
-        baseline = spawn(__file__, "--baseline-server")
-        procs.append(baseline)
-        raw_port = await first_match(baseline.stdout, r'"port": (\d+)')
-        bare = json.dumps({"type": "step", "room": "r", "seq": 100, "t": 0.0, "pad": ""})
-        pad = max(0, step_frame_size() - len(bare))
-        results = []
-        reads = []
+        daemon = Daemon(tmp, free_port())
+        await asyncio.to_thread(daemon.wait_ready)
+        started = time.perf_counter()
+        sessions = await asyncio.to_thread(daemon.create, args.sessions)
+        print(f"{len(sessions)} joke sessions created in {time.perf_counter() - started:.1f}s", flush=True)
+        baseline = spawn_baseline()
+        raw_port = await first_port(baseline)
+        bare = json.dumps({"type": "step", "room": "r", "seq": 100, "t": time.time(), "pad": ""})
+        pad = max(0, step_frame_size(sessions) - len(bare))
+        await asyncio.sleep(args.warmup)  # every session ticking
+        results: list[Result] = []
         for mode in ("one", "many"):
-            results.append(await gateway_run(args, db, gw_port, mode))
-            reads.append((await healthz(gw_port))["tail"]["steps"]["last_read_ms"])
-            results.append(await baseline_run(args, raw_port, mode, pad))
-            # What the daemon's maintenance does: keep the tail's range scan cheap.
-            await store.steps.optimize()
+            results.append(await gateway_run(args, daemon, sessions, mode))
+            print(results[-1].row(), flush=True)
+            loads.append(f"{mode} {load_average()}")
+            results.append(await baseline_run(args, daemon, raw_port, mode, pad))
+            print(results[-1].row(), flush=True)
         print(
-            f"\ngateway benchmark: {args.subscribers} subscribers, frame ~{step_frame_size()} B, "
-            f"poll_interval={args.poll_interval}s, {os.cpu_count()} CPUs shared by clients, gateway, writer"
+            f"\ngateway benchmark: agentd run, {len(sessions)} joke sessions ticking every "
+            f"{daemon.settings.runtime.heartbeat_interval:g}s on {daemon.settings.daemon.workers} workers "
+            f"(writer flush {daemon.settings.writer.flush_interval:g}s, gateway poll "
+            f"{daemon.settings.gateway.poll_interval:g}s + commit hints), {args.subscribers} clients in this "
+            f"process, frame ~{step_frame_size(sessions)} B, {args.seconds:g}s per shape, {os.cpu_count()} CPUs"
         )
-        print(f"one-room: {args.paced} paced steps every {args.interval}s, then a burst of {args.burst}")
+        print(f"load average (1/5/15 min): {', '.join(loads)}, end {load_average()}")
         print(
-            f"many-rooms: {args.paced_many} paced commits of {args.subscribers} steps every "
-            f"{args.interval_many}s, then a burst of {args.burst_many} commits"
+            f"\n{'committed -> received (ms)':<34} {'p50':>8} {'p99':>8} {'max':>8} {'samples':>8} "
+            f"{'tick->recv p50/p99':>17}"
         )
-        print(f"\n{'scenario':<36} {'p50 ms':>9} {'p99 ms':>9} {'burst msg/s':>12} {'missing':>8}")
         for result in results:
             print(result.row())
-        for (gw, raw), read_ms in zip(zip(results[::2], results[1::2], strict=True), reads, strict=True):
+        print()
+        for gw, raw in zip(results[::2], results[1::2], strict=True):
+            p50, p99, raw50 = pct(gw.latencies, 50), pct(gw.latencies, 99), pct(raw.latencies, 50)
+            ok = p99 <= 150 and p50 <= 2 * raw50
             print(
-                f"{gw.name}: p50 {gw.p50 / raw.p50:.1f}x raw, burst msg/s {gw.rate / raw.rate:.2f}x raw; "
-                f"last tail read {read_ms} ms"
+                f"{gw.name}: p50 {p50 / raw50:.1f}x raw p50 (target <= 2x), p99 {p99:.0f} ms (target <= 150); "
+                f"received {len(gw.latencies)}/{gw.expected} expected; {'MET' if ok else 'MISSED'}"
             )
-        drain.cancel()
     finally:
-        for proc in procs:
-            kill(proc)
-        shutil.rmtree(tmp, ignore_errors=True)
+        if baseline is not None and baseline.poll() is None:
+            os.kill(baseline.pid, signal.SIGKILL)
+            baseline.wait(timeout=10)
+        if daemon is not None:
+            daemon.stop()
+        if args.keep:
+            print(f"kept {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--subscribers", type=int, default=1000)
-    parser.add_argument("--paced", type=int, default=40, help="one-room: paced steps")
-    parser.add_argument("--interval", type=float, default=0.1)
-    parser.add_argument("--burst", type=int, default=200, help="one-room: burst steps")
-    parser.add_argument("--paced-many", type=int, default=20, help="many-rooms: paced commits")
-    parser.add_argument("--interval-many", type=float, default=0.2)
-    parser.add_argument("--burst-many", type=int, default=20, help="many-rooms: burst commits")
-    parser.add_argument("--poll-interval", type=float, default=0.05, help="gateway poll_interval (default config)")
-    parser.add_argument("--quick", action="store_true", help="100 subscribers, fewer steps")
-    parser.add_argument("--writer", nargs=6, metavar=("DB", "MODE", "N", "PACED", "INTERVAL", "BURST"))
-    parser.add_argument("--baseline-server", action="store_true")
+    parser.add_argument("--sessions", type=int, default=1000, help="joke sessions ticking")
+    parser.add_argument("--subscribers", type=int, default=1000, help="clients (and rooms of the many-rooms shape)")
+    parser.add_argument("--seconds", type=float, default=30.0, help="measured seconds per gateway shape")
+    parser.add_argument("--raw-seconds", type=float, default=15.0, help="measured seconds per raw shape")
+    parser.add_argument("--warmup", type=float, default=3.0)
+    parser.add_argument("--keep", action="store_true", help="keep the temp directory (daemon log, database)")
+    parser.add_argument("--baseline-server", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     import uvloop
 
-    if args.writer:
-        db, mode, n, paced, interval, burst = args.writer
-        uvloop.run(writer_main(db, mode, int(n), int(paced), float(interval), int(burst)))
-        return
     if args.baseline_server:
         uvloop.run(baseline_main())
         return
-    if args.quick:
-        args.subscribers, args.paced, args.burst, args.paced_many, args.burst_many = 100, 50, 100, 10, 10
+    if args.subscribers > args.sessions:
+        parser.error("--subscribers must not exceed --sessions (one room per session in the many-rooms shape)")
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    want = 4 * args.subscribers + 256
+    want = 2 * args.subscribers + 256
     if soft < want:
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(want, hard), hard))
     uvloop.run(bench(args))

@@ -46,8 +46,8 @@ from agentd.gateway.protocol import (
     message_frame,
     parse_client_frame,
 )
-from agentd.gateway.rooms import AgentRoom, ConvRoom, RoomError, parse_room
-from agentd.gateway.snapshot import WrongAgent, build_snapshot
+from agentd.gateway.rooms import AgentRoom, ConvRoom, Room, RoomError, parse_room
+from agentd.gateway.snapshot import Since, Snapshot, WrongAgent, build_snapshot
 from agentd.gateway.subscription import (
     GatewayContext,
     Item,
@@ -260,9 +260,14 @@ class Connection:
             sub.last.update(op.since)
         self.ctx.registry.add(sub)
         self.subs[room.name] = sub
-        sub.snapshot = asyncio.create_task(build_snapshot(self.ctx.store, room, op.since, sub.watermark))
+        sub.snapshot = asyncio.create_task(self._build_snapshot(room, op.since, sub.watermark))
         self.outbox.append(SnapshotItem(sub))
         self._ready.set()
+
+    async def _build_snapshot(self, room: Room, since: Since, upto: int) -> Snapshot:
+        """The snapshot, read once one of the shared slots is free (``SNAPSHOT_CONCURRENCY``)."""
+        async with self.ctx.snapshot_slots:
+            return await build_snapshot(self.ctx.store, room, since, upto)
 
     async def _unsubscribe(self, op: UnsubscribeOp) -> None:
         try:

@@ -20,7 +20,13 @@ if TYPE_CHECKING:
     from agentd.gateway.control_ops import ControlOps
     from agentd.gateway.subscriber import Connection
 
-__all__ = ["GatewayContext", "Item", "MessageItem", "SnapshotItem", "Subscription", "TextItem"]
+__all__ = ["SNAPSHOT_CONCURRENCY", "GatewayContext", "Item", "MessageItem", "SnapshotItem", "Subscription", "TextItem"]
+
+
+# Snapshots read at once. A reconnect storm (1,000 clients resubscribing) would otherwise put
+# 1,000 filtered scans in LanceDB's thread pool at once, and the tail's reads queue behind
+# them: live delivery of every room stalled for seconds (measured: 14 s per tail read).
+SNAPSHOT_CONCURRENCY = 4
 
 
 @dataclass(slots=True)
@@ -38,6 +44,8 @@ class GatewayContext:
     close_timeout: float
     # The console's write ops (action, post); None answers them as unavailable.
     control: ControlOps | None = None
+    # Bounds the snapshot reads in flight (SNAPSHOT_CONCURRENCY); the waiting ones queue in order.
+    snapshot_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(SNAPSHOT_CONCURRENCY))
 
 
 @dataclass(eq=False, slots=True)
