@@ -6,26 +6,23 @@ COMMAND``), as for ``agentd``, so every command sees the same settings; ``--json
 subclasses and turned into a message and an exit code here, in one place (see
 ``agentctl.errors`` for the codes).
 
-Importing this module (what every command pays) imports click, pydantic and the protocol
-models only: LanceDB and the rest of agentd load only on the no-daemon path.
+Importing this module (what every command pays) imports click only; a command's module is
+imported when that command runs (``COMMANDS``), and the daemon path of a command adds pydantic
+and the protocol models: LanceDB and the rest of agentd load only on the no-daemon path.
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
 from typing import Any
 
 import click
 
-from agentctl.actions import cancel, destroy, interrupt, pause, resume
 from agentctl.context import Obj
-from agentctl.conversation import conversation
-from agentctl.create import create
-from agentctl.daemon import daemon
 from agentctl.errors import CtlError
-from agentctl.inspect import actions_command, list_command, status, steps, types_command
 from agentctl.output import emit_json
-from agentctl.purge import purge
+from agentd import __version__
 
 __all__ = ["cli", "main"]
 
@@ -49,8 +46,40 @@ SUGGESTIONS = {
 }
 
 
+# Command name -> "module:attribute", in the order `agentctl --help` lists them. Imported on use:
+# `agentctl pause` does not pay for the modules of `purge`, `conversation` or `create`.
+COMMANDS = {
+    "create": "agentctl.create:create",
+    "pause": "agentctl.actions:pause",
+    "resume": "agentctl.actions:resume",
+    "interrupt": "agentctl.actions:interrupt",
+    "destroy": "agentctl.actions:destroy",
+    "cancel": "agentctl.actions:cancel",
+    "list": "agentctl.inspect:list_command",
+    "status": "agentctl.inspect:status",
+    "steps": "agentctl.inspect:steps",
+    "actions": "agentctl.inspect:actions_command",
+    "types": "agentctl.inspect:types_command",
+    "purge": "agentctl.purge:purge",
+    "conversation": "agentctl.conversation:conversation",
+    "daemon": "agentctl.daemon:daemon",
+}
+
+
 class AgentctlGroup(click.Group):
-    """Maps ``CtlError`` to its message and exit code for every subcommand, nested ones too."""
+    """Maps ``CtlError`` to its message and exit code for every subcommand, nested ones too;
+    loads each command's module only when that command is used."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = COMMANDS.get(cmd_name)
+        if target is None:
+            return None
+        module_name, _, attribute = target.partition(":")
+        command: click.Command = getattr(importlib.import_module(module_name), attribute)
+        return command
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -87,7 +116,7 @@ class AgentctlGroup(click.Group):
     metavar="SECONDS",
     help="Wait this long for an action's acknowledgement (default 30) or the daemon's answer (default 5).",
 )
-@click.version_option(package_name="agentd")
+@click.version_option(__version__, prog_name="agentctl")  # no package-metadata lookup
 @click.pass_context
 def cli(ctx: click.Context, config: str | None, db: str | None, as_json: bool, timeout: float | None) -> None:
     """agentctl: create, steer and watch agentd sessions.
@@ -113,25 +142,6 @@ def cli(ctx: click.Context, config: str | None, db: str | None, as_json: bool, t
     Shell completion (bash): eval "$(_AGENTCTL_COMPLETE=bash_source agentctl)"
     """
     ctx.obj = Obj(config, db, as_json, timeout)
-
-
-for command in (
-    create,
-    pause,
-    resume,
-    interrupt,
-    destroy,
-    cancel,
-    list_command,
-    status,
-    steps,
-    actions_command,
-    types_command,
-    purge,
-    conversation,
-    daemon,
-):
-    cli.add_command(command)
 
 
 def main() -> None:

@@ -62,13 +62,13 @@ def test_persona_agent_id_slug() -> None:
 
 
 def test_health_verdict() -> None:
-    worker = {"role": "worker", "index": 0, "pid": 10, "alive": True, "last_heartbeat_ago": 0.4}
-    healthy = {"ready": True, "heartbeat_timeout": 10, "children": [worker, {"role": "gateway", "alive": True}]}
+    """The daemon judges its health (its `problems`); agentctl adds "not ready" while it starts."""
+    healthy = {"ready": True, "problems": []}
     assert health_problems(healthy) == []
-    stale = {**healthy, "children": [{**worker, "last_heartbeat_ago": 12.5}]}
-    assert health_problems(stale) == ["worker 0 (pid 10): last heartbeat 12.5s ago (timeout 10s)"]
-    dead = {**healthy, "ready": False, "children": [{**worker, "alive": False}]}
-    assert health_problems(dead) == ["not ready (workers still starting)", "worker 0 (pid 10) is not running"]
+    stale = {**healthy, "problems": ["worker-0 is late with its heartbeat (12.5s)"]}
+    assert health_problems(stale) == ["worker-0 is late with its heartbeat (12.5s)"]
+    starting = {"ready": False, "problems": ["worker-0 is not ready"]}
+    assert health_problems(starting) == ["not ready (workers still starting)", "worker-0 is not ready"]
 
 
 def test_status_choices_match_the_store() -> None:
