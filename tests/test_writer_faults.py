@@ -14,9 +14,10 @@ import pytest
 from helpers import run
 
 from agentd.store import Store
+from agentd.store.commits import FencedWrite
 from agentd.store.sessions import SessionRecord, get_session
 from agentd.store.steps import StepRecord, read_steps
-from agentd.store.writer import BatchingWriter, FencedWrite, WriterClosed
+from agentd.store.writer import BatchingWriter, WriterClosed
 from agentd.timeutil import utcnow
 
 
