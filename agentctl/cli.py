@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 from typing import Any
 
 import click
@@ -145,5 +146,10 @@ def cli(ctx: click.Context, config: str | None, db: str | None, as_json: bool, t
 
 
 def main() -> None:
+    # LanceDB's Rust core prints its warnings to stderr with source paths unless told otherwise
+    # before it is imported (only the no-daemon path imports it): errors only, as the daemon
+    # does at its default level (agentd.logsetup); an operator's own $LANCEDB_LOG wins.
+    os.environ.setdefault("LANCEDB_LOG", "error")
+    os.environ.setdefault("LANCEDB_LOG_STYLE", "never")
     logging.basicConfig(level=logging.WARNING, format="agentctl: %(levelname)s %(name)s: %(message)s")
     cli(prog_name="agentctl")
