@@ -361,7 +361,7 @@ class SessionHost(CreatePath):
                     action.session_id,
                     "created" if action.kind == "create" else "destroyed",
                     result.get("agent_id") or action.payload.get("agent_id") or "-",
-                    result.get("type") or action.payload.get("type") or "-",
+                    action.payload.get("agent_type") or "-",
                 )
         log.debug(
             "action %s %s applied in %.1f ms", action.kind, action.action_id, (time.perf_counter() - started) * 1000
