@@ -17,10 +17,11 @@ receipt, measured outside the gateway; ``tick -> received`` (from the step's own
 when the tick ran, before the writer's batching) is printed beside it for context.
 
 Raw baseline, same run and same machine load (the daemon keeps ticking, nobody is subscribed
-to the gateway): a websockets server process that ``broadcast()``s frames of the same size at
-the same rates (one-room: one frame to all N clients every heartbeat; many-rooms: every
-flush_interval / 2, a different slice of the N clients, so each gets one frame per heartbeat);
-latency = receipt - send.
+to the gateway): a websockets server process replays the measured window's commits with plain
+``broadcast()``: for each commit, frames of the same size to as many clients (one-room: all N;
+many-rooms: one per session in the commit), at the commit's time shifted by whole heartbeats
+(so in the same phase of the tick cycle, meeting the same CPU competition); latency = receipt -
+send. The ratio is then what tailing LanceDB and the gateway's delivery add to plain fan-out.
 
 Usage: python bench/gateway_bench.py [--sessions 1000] [--subscribers 1000] [--seconds 30]
 """
@@ -31,6 +32,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import math
 import os
 import re
 import resource
@@ -62,22 +64,19 @@ async def baseline_main() -> None:
     clients: list[ServerConnection] = []
 
     async def run(ctl: ServerConnection, cmd: dict[str, Any]) -> None:
+        """Replay: at each (wall time, client indices), one frame to each of those clients."""
         pad = "x" * int(cmd["pad"])
-        one, slices = cmd["mode"] == "one", int(cmd["slices"])
-        deadline = time.monotonic() + cmd["seconds"]
-        seq = 0
-        while time.monotonic() < deadline:
-            seq += 1
-            if one:
-                broadcast(clients, json.dumps({"type": "step", "room": "r", "seq": seq, "t": time.time(), "pad": pad}))
-                await asyncio.sleep(cmd["interval"])
+        for seq, (at, targets) in enumerate(cmd["schedule"], 1):
+            await asyncio.sleep(max(0.0, at - time.time()))
+            t = time.time()
+            if len(targets) == len(clients):  # one room: one frame to everybody
+                broadcast(clients, json.dumps({"type": "step", "room": "r", "seq": seq, "t": t, "pad": pad}))
                 continue
-            for part in range(slices):  # each client gets one frame per interval
-                for i in range(part, len(clients), slices):
-                    frame = json.dumps({"type": "step", "room": f"r{i}", "seq": seq, "t": time.time(), "pad": pad})
-                    broadcast([clients[i]], frame)
-                await asyncio.sleep(cmd["interval"] / slices)
-        await ctl.send(json.dumps({"done": seq}))
+            for i in targets:
+                frame = json.dumps({"type": "step", "room": f"r{i}", "seq": seq, "t": t, "pad": pad})
+                broadcast([clients[i % len(clients)]], frame)
+        await asyncio.sleep(0.5)
+        await ctl.send(json.dumps({"done": len(cmd["schedule"])}))
 
     async def handler(ws: ServerConnection) -> None:
         assert ws.request is not None
@@ -115,6 +114,10 @@ class Result:
     from_tick: list[float] = field(default_factory=list)
     expected: int = 0
     note: str = ""
+    # Gateway rows: (commit wall time, client indices that received a step of that commit).
+    schedule: list[tuple[float, list[int]]] = field(default_factory=list)
+    # Gateway rows: commit wall time -> its slowest delivery (s), to see what the p99 is made of.
+    worst: dict[float, float] = field(default_factory=dict)
 
     def row(self) -> str:
         tick = f"{pct(self.from_tick, 50):>7.0f} / {pct(self.from_tick, 99):<5.0f}" if self.from_tick else " " * 15
@@ -338,6 +341,8 @@ async def gateway_run(args: argparse.Namespace, daemon: Daemon, sessions: list[s
         return result
     commits = await commit_times(daemon.db, daemon.settings.storage.num_shards, got)
     missing = 0
+    index = {sid: i for i, sid in enumerate(sessions[:n])}
+    batches: dict[float, set[int]] = {}
     for sid, seq, received in got:
         known = commits.get((sid.decode(), seq))
         if known is None:
@@ -345,6 +350,10 @@ async def gateway_run(args: argparse.Namespace, daemon: Daemon, sessions: list[s
             continue
         result.latencies.append(received - known[0])
         result.from_tick.append(received - known[1])
+        batches.setdefault(known[0], set()).add(index[sid.decode()])
+        result.worst[known[0]] = max(result.worst.get(known[0], 0.0), received - known[0])
+    everybody = list(range(n))
+    result.schedule = [(at, everybody if mode == "one" else sorted(ids)) for at, ids in sorted(batches.items())]
     interval = daemon.settings.runtime.heartbeat_interval
     result.expected = int(args.seconds / interval) * n
     hints, polls, reads = (after[k] - before[k] for k in ("hints", "polls", "reads"))
@@ -356,25 +365,37 @@ async def gateway_run(args: argparse.Namespace, daemon: Daemon, sessions: list[s
     return result
 
 
-async def baseline_run(args: argparse.Namespace, daemon: Daemon, port: int, mode: str, pad: int) -> Result:
+async def baseline_run(
+    args: argparse.Namespace, daemon: Daemon, port: int, mode: str, pad: int, gateway: Result
+) -> Result:
+    """Replay the gateway run's commits through plain ``broadcast()``, in phase with the ticks.
+
+    Each commit of the measured window becomes one broadcast of the same number of frames to
+    as many clients, at the commit's wall time shifted by a whole number of heartbeats: the
+    sessions still tick in the same phase, so each replayed broadcast meets the same CPU
+    competition (workers ticking and committing) as the commit it copies.
+    """
     from websockets.asyncio.client import connect
 
     n = args.subscribers
     clients = Clients(raw=True)
     await clients.open(f"ws://127.0.0.1:{port}/", [None] * n)
     await asyncio.sleep(1.0)
+    schedule = gateway.schedule
+    first = schedule[0][0]
+    schedule = [(at, ids) for at, ids in schedule if at - first <= args.raw_seconds]
     interval = daemon.settings.runtime.heartbeat_interval
-    slices = max(1, round(interval / (daemon.settings.writer.flush_interval / 2)))
+    shift = math.ceil((time.time() + 1.0 - first) / interval) * interval
     clients.recording = True
-    async with connect(f"ws://127.0.0.1:{port}/control") as ctl:
-        cmd = {"mode": mode, "seconds": args.raw_seconds, "interval": interval, "slices": slices, "pad": pad}
+    async with connect(f"ws://127.0.0.1:{port}/control", max_size=2**26) as ctl:
+        cmd = {"pad": pad, "schedule": [(at + shift, ids) for at, ids in schedule]}
         await ctl.send(json.dumps(cmd))
         await ctl.recv()
-        await asyncio.sleep(0.5)
     clients.recording = False
     await clients.close()
     result = Result(label("raw broadcast", mode, n), latencies=[lat for _, _, lat in clients.got])
-    result.note = f"every {interval:g} s" if mode == "one" else f"{slices} slices per {interval:g} s"
+    sizes = [len(ids) for _, ids in schedule]
+    result.note = f"replay of {len(schedule)} commits, {min(sizes)}-{max(sizes)} frames each"
     return result
 
 
@@ -436,7 +457,10 @@ async def bench(args: argparse.Namespace) -> None:
             results.append(await gateway_run(args, daemon, sessions, mode))
             print(results[-1].row(), flush=True)
             loads.append(f"{mode} {load_average()}")
-            results.append(await baseline_run(args, daemon, raw_port, mode, pad))
+            if results[-1].schedule:
+                results.append(await baseline_run(args, daemon, raw_port, mode, pad, results[-1]))
+            else:
+                results.append(Result(label("raw broadcast", mode, args.subscribers), note="no commits to replay"))
             print(results[-1].row(), flush=True)
         print(
             f"\ngateway benchmark: agentd run, {len(sessions)} joke sessions ticking every "
@@ -452,6 +476,16 @@ async def bench(args: argparse.Namespace) -> None:
         )
         for result in results:
             print(result.row())
+        print()
+        for gw in results[::2]:
+            slow = sorted(gw.worst.items(), key=lambda item: -item[1])[:5]
+            print(
+                f"{gw.name}, slowest commits (commit time: slowest delivery): "
+                + ", ".join(
+                    f"{time.strftime('%H:%M:%S', time.gmtime(at))}.{int(at % 1 * 1000):03d}: {lat * 1000:.0f} ms"
+                    for at, lat in slow
+                )
+            )
         print()
         for gw, raw in zip(results[::2], results[1::2], strict=True):
             p50, p99, raw50 = pct(gw.latencies, 50), pct(gw.latencies, 99), pct(raw.latencies, 50)
@@ -477,7 +511,7 @@ def main() -> None:
     parser.add_argument("--sessions", type=int, default=1000, help="joke sessions ticking")
     parser.add_argument("--subscribers", type=int, default=1000, help="clients (and rooms of the many-rooms shape)")
     parser.add_argument("--seconds", type=float, default=30.0, help="measured seconds per gateway shape")
-    parser.add_argument("--raw-seconds", type=float, default=15.0, help="measured seconds per raw shape")
+    parser.add_argument("--raw-seconds", type=float, default=15.0, help="seconds of the gateway window replayed raw")
     parser.add_argument("--warmup", type=float, default=3.0)
     parser.add_argument("--keep", action="store_true", help="keep the temp directory (daemon log, database)")
     parser.add_argument("--baseline-server", action="store_true", help=argparse.SUPPRESS)

@@ -30,7 +30,7 @@ import contextlib
 import logging
 from collections import deque
 
-from websockets.asyncio.server import ServerConnection
+from websockets.asyncio.server import ServerConnection, broadcast
 from websockets.exceptions import ConnectionClosed
 
 from agentd.gateway.control_ops import OpTasks
@@ -63,6 +63,10 @@ __all__ = ["MAX_ROOMS_PER_CONNECTION", "OVERFLOW_REASON", "Connection"]
 log = logging.getLogger(__name__)
 
 MAX_ROOMS_PER_CONNECTION = 256
+# A live step goes straight to the socket (no outbox, no sender wake-up) only while the
+# connection's transport holds less than this unsent; above it steps queue in the bounded
+# outbox and the sender awaits the socket's drain, so memory stays bounded either way.
+DIRECT_WRITE_LIMIT = 64 * 1024
 
 
 class Connection:
@@ -85,6 +89,9 @@ class Connection:
         self._crowded = False
         # Items taken from the outbox so far (the pacer's progress check).
         self.sent = 0
+        # True while the sender waits for items (not inside a send): a step may then be
+        # written at once, in order, by offer() (see _write_now).
+        self._idle = False
         self._sender: asyncio.Task[None] | None = None
         self._close_task: asyncio.Task[None] | None = None
         # Control ops waiting for their answer (control_ops.py); cancelled when the connection ends.
@@ -109,6 +116,8 @@ class Connection:
         """Queue a live item without blocking; overflow closes the connection (4008)."""
         if self.closing:
             return
+        if self._idle and not self.outbox and type(item) is tuple and self._write_now(*item):
+            return
         if len(self.outbox) >= self.ctx.max_queue:
             self._overflow()
             return
@@ -117,6 +126,25 @@ class Connection:
         if not self._crowded and len(self.outbox) > self._high:
             self._crowded = True
             self.ctx.registry.pacer.mark(self)
+
+    def _write_now(self, sub: Subscription, session_id: str, seq: int, frame: str) -> bool:
+        """Write a live step straight into the transport, as ``broadcast()`` does; False: queue it.
+
+        Why: one commit fans out to up to thousands of connections, and waking a sender task
+        per connection to ``await ws.send()`` cost more than the write itself. Only taken when
+        nothing is queued and the sender is parked (so order is kept) and the transport holds
+        less than ``DIRECT_WRITE_LIMIT`` unsent (so a client that does not read still ends up
+        with a full outbox and the 4008 close, not a growing buffer).
+        """
+        transport = self.ws.transport
+        if transport is None or transport.is_closing() or transport.get_write_buffer_size() >= DIRECT_WRITE_LIMIT:
+            return False
+        self.sent += 1
+        out = self._step_out(sub, session_id, seq, frame)
+        if out is not None:
+            broadcast([self.ws], out)
+            self.ctx.stats.steps += 1
+        return True
 
     def _uncrowd(self) -> None:
         if self._crowded:
@@ -287,7 +315,11 @@ class Connection:
             while True:
                 if not self.outbox:
                     self._ready.clear()
-                    await self._ready.wait()
+                    self._idle = True
+                    try:
+                        await self._ready.wait()
+                    finally:
+                        self._idle = False
                     continue
                 item = self.outbox.popleft()
                 self.sent += 1
@@ -314,21 +346,30 @@ class Connection:
             self._close_task = asyncio.create_task(self.close(CloseCodes.INTERNAL_ERROR, "internal error"))
 
     async def _send_step(self, sub: Subscription, session_id: str, seq: int, frame: str) -> None:
+        out = self._step_out(sub, session_id, seq, frame)
+        if out is not None:
+            await self.ws.send(out)
+            self.ctx.stats.steps += 1
+
+    def _step_out(self, sub: Subscription, session_id: str, seq: int, frame: str) -> str | None:
+        """The frame to send for a live step, or None (inactive, already sent, undecodable row).
+
+        Moves the subscription's position: each seq at most once, in order (gaps are logged).
+        """
         if not sub.active:
-            return
+            return None
         last = sub.last.get(session_id, sub.default_last)
         if seq <= last:
             self.ctx.stats.duplicates_dropped += 1
-            return
+            return None
         if not frame:  # an undecodable row (rows.SkippedStep): its seq passes, nothing is sent
             sub.last[session_id] = seq
-            return
+            return None
         if seq != last + 1:
             self.ctx.stats.gaps_seen += 1
             log.warning("room %s: session %s jumps from seq %d to %d", sub.name, session_id, last, seq)
         sub.last[session_id] = seq
-        await self.ws.send(frame)
-        self.ctx.stats.steps += 1
+        return frame
 
     async def _send_message(self, sub: Subscription, record: MessageRecord) -> None:
         if not sub.active:
