@@ -137,6 +137,8 @@ class Clients:
     def __init__(self, raw: bool) -> None:
         self.raw = raw
         self.got: list[tuple[bytes, int, float]] = []
+        # Index of the client that received each entry of ``got``.
+        self.owner: list[int] = []
         self.conns: list[Any] = []
         self.tasks: list[asyncio.Task[None]] = []
         self.recording = False
@@ -152,13 +154,13 @@ class Clients:
             self.conns.append(ws)
             if room is not None:
                 await ws.send(json.dumps({"op": "subscribe", "room": room, "since": 0}))
-            self.tasks.append(asyncio.create_task(self._read(ws)))
+            self.tasks.append(asyncio.create_task(self._read(ws, len(self.tasks))))
 
         for start in range(0, len(rooms), 100):
             await asyncio.gather(*(one(room) for room in rooms[start : start + 100]))
 
-    async def _read(self, ws: Any) -> None:
-        got = self.got
+    async def _read(self, ws: Any, me: int) -> None:
+        got, owner = self.got, self.owner
         with contextlib.suppress(Exception):
             async for message in ws:
                 t = time.time()
@@ -171,11 +173,13 @@ class Clients:
                 if self.raw:
                     frame = json.loads(message)
                     got.append((b"", frame["seq"], t - frame["t"]))
+                    owner.append(me)
                 elif message.startswith('{"type":"step"'):
                     data = message.encode()
                     seq, sid = SEQ.search(data), SESSION.search(data)
                     if seq and sid:
                         got.append((sid.group(1), int(seq.group(1)), t))
+                        owner.append(me)
 
     async def close(self) -> None:
         await asyncio.gather(*(ws.close() for ws in self.conns), return_exceptions=True)
@@ -352,6 +356,11 @@ async def gateway_run(args: argparse.Namespace, daemon: Daemon, sessions: list[s
         result.from_tick.append(received - known[1])
         batches.setdefault(known[0], set()).add(index[sid.decode()])
         result.worst[known[0]] = max(result.worst.get(known[0], 0.0), received - known[0])
+    # Per subscription: the seqs it received in the window must be consecutive, each once.
+    per_client: dict[tuple[int, bytes], list[int]] = {}
+    for client, (sid, seq, _received) in zip(clients.owner, got, strict=True):
+        per_client.setdefault((client, sid), []).append(seq)
+    broken = sum(1 for seqs in per_client.values() if seqs != list(range(seqs[0], seqs[0] + len(seqs))))
     everybody = list(range(n))
     result.schedule = [(at, everybody if mode == "one" else sorted(ids)) for at, ids in sorted(batches.items())]
     interval = daemon.settings.runtime.heartbeat_interval
@@ -360,7 +369,8 @@ async def gateway_run(args: argparse.Namespace, daemon: Daemon, sessions: list[s
     result.note = (
         f"{clients.snapshots} snapshots in {subscribed:.1f}s; "
         f"hints {hints / args.seconds:.1f}/s, polls {polls / args.seconds:.1f}/s, reads {reads / args.seconds:.1f}/s, "
-        f"last read {after['last_read_ms']:.1f} ms" + (f", {missing} without commit time" if missing else "")
+        f"last read {after['last_read_ms']:.1f} ms; {broken} subscriptions out of order or with gaps"
+        + (f", {missing} without commit time" if missing else "")
     )
     return result
 
