@@ -69,6 +69,24 @@ MAX_ROOMS_PER_CONNECTION = 256
 DIRECT_WRITE_LIMIT = 64 * 1024
 
 
+def _checked_room(op: SubscribeOp, subs: dict[str, Subscription]) -> Room | ErrorEvent:
+    """The room a subscribe names, or the error event that refuses it (nothing is changed)."""
+    try:
+        room = parse_room(op.room)
+    except RoomError as exc:
+        return ErrorEvent(error=str(exc), code="bad_room", op=op.op)
+    if isinstance(op.since, dict) and not isinstance(room, AgentRoom):
+        error = "since as an object is only for run::<agent_id>::*"
+        return ErrorEvent(error=error, code="invalid", op=op.op, room=op.room)
+    if isinstance(room, AgentRoom) and isinstance(op.since, int) and op.since > 0:
+        error = 'an agent room resumes per session: since={"<session_id>": <last seq>, ...} (or 0)'
+        return ErrorEvent(error=error, code="invalid", op=op.op, room=op.room)
+    if room.name not in subs and len(subs) >= MAX_ROOMS_PER_CONNECTION:
+        error = f"at most {MAX_ROOMS_PER_CONNECTION} rooms per connection"
+        return ErrorEvent(error=error, code="too_many_rooms", op=op.op, room=op.room)
+    return room
+
+
 class Connection:
     """State and tasks of one client connection; ``serve()`` is the websockets handler body."""
 
@@ -236,37 +254,9 @@ class Connection:
                 await self._ops.start(op)  # action, post: answered by their own task
 
     async def _subscribe(self, op: SubscribeOp) -> None:
-        try:
-            room = parse_room(op.room)
-        except RoomError as exc:
-            await self._error(ErrorEvent(error=str(exc), code="bad_room", op=op.op))
-            return
-        if isinstance(op.since, dict) and not isinstance(room, AgentRoom):
-            await self._error(
-                ErrorEvent(
-                    error="since as an object is only for run::<agent_id>::*", code="invalid", op=op.op, room=op.room
-                )
-            )
-            return
-        if isinstance(room, AgentRoom) and isinstance(op.since, int) and op.since > 0:
-            await self._error(
-                ErrorEvent(
-                    error='an agent room resumes per session: since={"<session_id>": <last seq>, ...} (or 0)',
-                    code="invalid",
-                    op=op.op,
-                    room=op.room,
-                )
-            )
-            return
-        if room.name not in self.subs and len(self.subs) >= MAX_ROOMS_PER_CONNECTION:
-            await self._error(
-                ErrorEvent(
-                    error=f"at most {MAX_ROOMS_PER_CONNECTION} rooms per connection",
-                    code="too_many_rooms",
-                    op=op.op,
-                    room=op.room,
-                )
-            )
+        room = _checked_room(op, self.subs)
+        if isinstance(room, ErrorEvent):
+            await self._error(room)
             return
         await self._wait_space()
         if self.closing:
