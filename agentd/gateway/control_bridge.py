@@ -20,14 +20,14 @@ import contextlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from agentd.control import DaemonUnreachable
 from agentd.gateway.protocol import AckEvent, ActionOp
 from agentd.protocol import Accepted, AckReply, End, ErrorReply, ResultReply, SubmitRequest, dump_line, parse_reply
 from agentd.store.sql import sql_str
 
-__all__ = ["NO_DAEMON", "ControlBridge"]
+__all__ = ["NO_DAEMON", "ControlBridge", "unanswered"]
 
 log = logging.getLogger(__name__)
 
@@ -50,12 +50,12 @@ class ControlBridge:
     async def submit(self, op: ActionOp) -> AckEvent:
         """Queue ``op`` through the daemon and wait for its acknowledgement (at most ``op.timeout``)."""
         if self.socket is None:
-            return _failed(op, self.socket_problem or NO_DAEMON, "unavailable")
+            return unanswered(op, self.socket_problem or NO_DAEMON, "unavailable")
         try:
             ack = await self._submit_api(op)
         except DaemonUnreachable as exc:
             log.info("console action %s of %s not queued: %s", op.kind, op.session_id, exc)
-            return _failed(op, f"{NO_DAEMON}; nothing was queued", "unavailable")
+            return unanswered(op, f"{NO_DAEMON}; nothing was queued", "unavailable")
         if ack.status == "done" and ack.seq is None and ack.action_id is not None:
             ack.seq = await self._applied_seq(ack.session_id, ack.action_id)
         return ack
@@ -83,12 +83,12 @@ class ControlBridge:
                     reply = _parse(line)
                     if isinstance(reply, ErrorReply):
                         code = "invalid" if reply.code == "invalid" else "unavailable"
-                        return _failed(op, f"the daemon refused the request: {reply.error}", code)
+                        return unanswered(op, f"the daemon refused the request: {reply.error}", code)
                     if isinstance(reply, Accepted):
                         if reply.invalid:
                             bad = reply.invalid[0]
                             code = "not_found" if bad.code == "not_found" else "invalid"
-                            return _failed(op, bad.error, code)
+                            return unanswered(op, bad.error, code)
                         action_id = reply.actions[0].action_id if reply.actions else None
                     elif isinstance(reply, AckReply):
                         return _from_ack(op, reply)
@@ -142,23 +142,26 @@ def _from_ack(op: ActionOp, reply: AckReply) -> AckEvent:
         )
     code = "not_found" if reply.code == "not_found" else "rejected"
     error = reply.error or f"{reply.kind} {reply.status}"
-    return _failed(op, error, code, action_id=reply.action_id, result=reply.result)
+    return unanswered(op, error, code, action_id=reply.action_id, result=reply.result)
 
 
-def _failed(
+def unanswered(
     op: ActionOp,
     error: str,
     code: Any,
     *,
+    status: Literal["failed", "pending"] = "failed",
     action_id: str | None = None,
     result: dict[str, Any] | None = None,
 ) -> AckEvent:
+    """The console's answer to ``op`` when no worker's acknowledgement is there to pass on:
+    refused before it was queued, refused by the daemon, or queued but not acknowledged yet."""
     return AckEvent(
         id=op.id,
         action_id=action_id,
         session_id=op.session_id,
         kind=op.kind,
-        status="failed",
+        status=status,
         error=error,
         code=code,
         result=result,
@@ -166,16 +169,11 @@ def _failed(
 
 
 def _pending(op: ActionOp, action_id: str | None) -> AckEvent:
-    return AckEvent(
-        id=op.id,
-        action_id=action_id,
-        session_id=op.session_id,
-        kind=op.kind,
-        status="pending",
-        error=f"no worker acknowledged the {op.kind} within {op.timeout:g}s; it stays queued and is applied "
-        "when a worker claims it",
-        code="timeout",
+    error = (
+        f"no worker acknowledged the {op.kind} within {op.timeout:g}s; it stays queued and is applied "
+        "when a worker claims it"
     )
+    return unanswered(op, error, "timeout", status="pending", action_id=action_id)
 
 
 def _lost(op: ActionOp, action_id: str | None) -> AckEvent:
@@ -187,12 +185,4 @@ def _lost(op: ActionOp, action_id: str | None) -> AckEvent:
         )
     else:
         error = f"the daemon closed the connection after the request was sent; the {op.kind} may be queued"
-    return AckEvent(
-        id=op.id,
-        action_id=action_id,
-        session_id=op.session_id,
-        kind=op.kind,
-        status="pending",
-        error=error,
-        code="unavailable",
-    )
+    return unanswered(op, error, "unavailable", status="pending", action_id=action_id)

@@ -19,8 +19,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from agentd.gateway.control_bridge import ControlBridge
-from agentd.gateway.protocol import AckEvent, ActionOp, ErrorCode, ErrorEvent, PostedEvent, PostOp
+from agentd.gateway.control_bridge import ControlBridge, unanswered
+from agentd.gateway.protocol import ActionOp, ErrorCode, ErrorEvent, PostedEvent, PostOp
 from agentd.ids import new_id, validate_id
 from agentd.store.conversations import MessageRecord, get_conversation, insert_messages
 from agentd.timeutil import utcnow
@@ -49,41 +49,17 @@ class ControlOps:
     async def action(self, op: ActionOp) -> str:
         if not self.enabled:
             self._count(op.kind, "forbidden")
-            return AckEvent(
-                id=op.id,
-                action_id=None,
-                session_id=op.session_id,
-                kind=op.kind,
-                status="failed",
-                error=READ_ONLY,
-                code="forbidden",
-            ).model_dump_json()
+            return unanswered(op, READ_ONLY, "forbidden").model_dump_json()
         try:
             validate_id(op.session_id, "session id")
         except ValueError as exc:
             self._count(op.kind, "invalid")
-            return AckEvent(
-                id=op.id,
-                action_id=None,
-                session_id=op.session_id,
-                kind=op.kind,
-                status="failed",
-                error=str(exc),
-                code="invalid",
-            ).model_dump_json()
+            return unanswered(op, str(exc), "invalid").model_dump_json()
         try:
             ack = await self.bridge.submit(op)
         except Exception as exc:
             log.exception("console action %s of %s failed", op.kind, op.session_id)
-            ack = AckEvent(
-                id=op.id,
-                action_id=None,
-                session_id=op.session_id,
-                kind=op.kind,
-                status="failed",
-                error=f"the action could not be submitted: {type(exc).__name__}: {exc}"[:500],
-                code="unavailable",
-            )
+            ack = unanswered(op, f"the action could not be submitted: {type(exc).__name__}: {exc}"[:500], "unavailable")
         self._count(op.kind, ack.code or ack.status)
         log.info("console %s of session %s: %s (%s)", op.kind, op.session_id, ack.status, ack.code or "ok")
         return ack.model_dump_json()
