@@ -38,6 +38,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 
+from agentd.ids import validate_id
+
 __all__ = [
     "MAX_BATCH",
     "MAX_LINE",
@@ -84,8 +86,6 @@ PROTOCOL_VERSION = 1
 # and its connection closed (the daemon never buffers an unbounded line).
 MAX_LINE = 16 * 1024 * 1024
 MAX_BATCH = 100_000
-MAX_ID = 128
-_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:@")
 
 ActionKind = Literal["create", "pause", "resume", "interrupt", "destroy"]
 # Why an action or a request did not succeed. Clients map these to exit codes; never parse text.
@@ -103,17 +103,6 @@ ErrorCode = Literal[
 ViewName = Literal[
     "list", "status", "steps", "conversation_show", "conversation_list", "daemon_status", "types", "actions"
 ]
-
-
-def check_id(value: str, what: str) -> str:
-    """The id rule of ``agentd.ids.validate_id``, restated without importing hashlib users."""
-    if not value or len(value) > MAX_ID:
-        raise ValueError(f"{what} must be 1-{MAX_ID} characters")
-    bad = sorted(set(value) - _ID_CHARS)
-    if bad or "::" in value:
-        shown = "'::'" if not bad else " ".join(repr(c) for c in bad)
-        raise ValueError(f"{what} {value!r} has characters not allowed: {shown}")
-    return value
 
 
 class _Message(BaseModel):
@@ -135,7 +124,7 @@ class ActionItem(_Message):
     @field_validator("session_id")
     @classmethod
     def _session_id(cls, value: str) -> str:
-        return check_id(value, "session id")
+        return validate_id(value, "session id")
 
 
 class SubmitRequest(_Message):
