@@ -210,7 +210,7 @@ def _agentctl(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def agentctl_forms(config: Path) -> None:
-    """The object and text forms through ``agentctl interrupt``: exit 0 with operations, or exit 1."""
+    """The object, array and text forms through ``agentctl interrupt``: exit 0 with operations, or exit 1."""
     for sid, guidance, ops in (
         ("persona-1", '{"type": "set_tone", "tone": "noir"}', [{"type": "set_tone", "tone": "noir"}]),
         ("persona-1", '{"type": "set_cooldown", "seconds": 0.5}', [{"type": "set_cooldown", "seconds": 0.5}]),
@@ -221,6 +221,11 @@ def agentctl_forms(config: Path) -> None:
         ),
         ("joke-1", "tell me about penguins", [{"type": "set_subject", "subject": "penguins"}]),
         ("joke-1", "can you switch to otters?", [{"type": "set_subject", "subject": "otters"}]),
+        (
+            "persona-1",
+            '[{"type": "set_tone", "tone": "dry"}, {"type": "speak_now"}]',
+            [{"type": "set_tone", "tone": "dry"}, {"type": "speak_now"}],
+        ),
     ):
         proc = _agentctl(config, "--json", "interrupt", sid, guidance)
         assert proc.returncode == 0, (guidance, proc.stdout, proc.stderr)
