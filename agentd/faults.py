@@ -10,7 +10,8 @@ inherits the same environment, survives it). In-process tests arm points with ``
 nothing armed (production), ``hit()`` is one dict lookup on an empty dict.
 
 Points:
-- ``after-effect[:KIND]``: an action's state change is durable, its ack not yet committed.
+- ``after-effect[:KIND]``: an action's state change is durable (for pause, resume and interrupt: its
+  step, before the ``sessions`` row), its ack neither pushed nor committed.
 - ``after-reply-post``: a persona's reply message is committed, the step recording it not yet
   (an awaiting point: ``stall`` works there).
 """

@@ -41,6 +41,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
 from agentd.ids import validate_id
 
 __all__ = [
+    "HINT_ROWS_MAX_BYTES",
     "MAX_BATCH",
     "MAX_LINE",
     "PROTOCOL_VERSION",
@@ -86,6 +87,9 @@ PROTOCOL_VERSION = 1
 # and its connection closed (the daemon never buffers an unbounded line).
 MAX_LINE = 16 * 1024 * 1024
 MAX_BATCH = 100_000
+# Rows ride along a commit hint up to this many Arrow bytes (about 1,000 steps); bigger batches
+# send the version only and the gateway reads them back.
+HINT_ROWS_MAX_BYTES = 512 * 1024
 
 ActionKind = Literal["create", "pause", "resume", "interrupt", "destroy"]
 # Why an action or a request did not succeed. Clients map these to exit codes; never parse text.
@@ -284,6 +288,12 @@ class CommitHint(_Message):
     type: Literal["commit"] = "commit"
     sessions: list[str] = Field(default_factory=list)
     conversations: list[str] = Field(default_factory=list)
+    # The ``steps`` table version the commit created and, when the batch is small enough
+    # (``HINT_ROWS_MAX_BYTES``), its rows as a base64 Arrow IPC stream: the gateway delivers
+    # them without reading the table back. Exact because one ``add()`` creates exactly one
+    # version holding exactly those rows; a version without rows here is read from the table.
+    steps_version: int | None = None
+    steps_ipc: str | None = None
 
 
 ParentMessage = Annotated[Hello | Assign | Wake | Stop | CommitHint, Field(discriminator="type")]
@@ -316,10 +326,17 @@ class Heartbeat(BaseModel):
 
 
 class Acked(_Message):
-    """Acknowledgements a worker has just committed to the actions table, pushed to waiters."""
+    """Acknowledgements a worker has just committed to the actions table, pushed to waiters.
+
+    ``step_only``: pushed once the steps recording these actions committed, before their rows
+    (and the sessions' rows) did; the same acknowledgements come again, without it, when the
+    rows have followed. Waiters are answered by the first; reads of session rows wait for the
+    second (``AckRouter.settled``).
+    """
 
     type: Literal["acked"] = "acked"
     acks: list[AckInfo]
+    step_only: bool = False
 
 
 ChildMessage = Annotated[Ready | Standby | Heartbeat | Acked | CommitHint, Field(discriminator="type")]

@@ -14,6 +14,7 @@ daemon answers ``bad_request``).
 from __future__ import annotations
 
 import inspect
+import json
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any, Literal
@@ -21,12 +22,13 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from agentd.ids import validate_id
+from agentd.runtime.resume import from_step
 from agentd.store import Store
 from agentd.store.actions import ActionRecord
 from agentd.store.conversations import ConversationRecord, list_participants, read_messages
 from agentd.store.sessions import SessionRecord, get_session, list_sessions
 from agentd.store.sql import sql_in, sql_str
-from agentd.store.steps import StepRecord
+from agentd.store.steps import StepRecord, steps_of_actions
 
 __all__ = [
     "ACTION_STATES",
@@ -171,9 +173,29 @@ async def status_view(store: Store, params: StatusParams) -> dict[str, Any]:
     record = await get_session(store.sessions, session_id)
     if record is None:
         raise LookupError(f"unknown session {session_id}")
+    # Steps the row does not show yet: an action is acknowledged once its step commits, one
+    # commit before the row (DESIGN.md §4: the newer of row and step is the session's state).
+    newer = (
+        await store.steps.query()
+        .where(f"session_id = {sql_str(session_id)} AND seq > {int(record.last_seq)}")
+        .select(["seq", "state"])
+        .to_arrow()
+    )
+    if newer.num_rows:
+        latest = max(newer.to_pylist(), key=lambda row: row["seq"])
+        try:
+            state = json.loads(latest["state"] or "{}")
+        except ValueError:  # an unreadable step: show the row (the host quarantines the session)
+            state = None
+        if isinstance(state, dict):
+            record = from_step(record, latest["seq"], state)
     data = session_json(record)
     where = f"session_id = {sql_str(session_id)} AND {sql_in('status', QUEUED_STATES)}"
-    data["queued_actions"] = await _actions(store, where, 1000)
+    queued = await _actions(store, where, 1000)
+    # A claimed action whose step committed is applied, though its row is not marked yet.
+    claimed = [(session_id, a["action_id"]) for a in queued if a["status"] == "claimed"]
+    applied = await steps_of_actions(store.steps, claimed)
+    data["queued_actions"] = [a for a in queued if a["action_id"] not in applied]
     return data
 
 

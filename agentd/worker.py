@@ -43,6 +43,7 @@ from agentd.config import ConfigError, Settings, load_settings
 from agentd.ids import shards_of_worker
 from agentd.logsetup import configure_logging
 from agentd.protocol import (
+    HINT_ROWS_MAX_BYTES,
     MAX_LINE,
     Acked,
     Assign,
@@ -133,7 +134,9 @@ async def _serve(settings: Settings, args: argparse.Namespace) -> int:
     from agentd.runtime.host import SessionHost
     from agentd.store import Store, StoreError
     from agentd.store.actions import ActionRecord
+    from agentd.store.ipc import table_to_text
     from agentd.store.owners import current_epoch
+    from agentd.store.writer import Committed
     from agentd.supervision.dblock import hold_workers_lock
 
     # Signals first: Ctrl-C in a terminal reaches every child, including one still booting or
@@ -169,13 +172,17 @@ async def _serve(settings: Settings, args: argparse.Namespace) -> int:
         if args.epoch and await current_epoch(store, args.index) != args.epoch:
             raise FencedOut(f"{name} epoch {args.epoch} was replaced; not committing")
 
-    def push_acks(records: list[ActionRecord]) -> None:
+    def push_acks(records: list[ActionRecord], step_only: bool) -> None:
         if channel is not None:
-            channel.send_nowait(Acked(acks=[record.ack_info() for record in records]))
+            channel.send_nowait(Acked(acks=[record.ack_info() for record in records], step_only=step_only))
 
-    def hint_commit(sessions: list[str]) -> None:
+    def hint_commit(committed: Committed) -> None:
         if channel is not None:
-            channel.send_nowait(CommitHint(sessions=sessions))
+            rows = None
+            if committed.version is not None:
+                rows = table_to_text(committed.rows, HINT_ROWS_MAX_BYTES)
+            hint = CommitHint(sessions=committed.sessions, steps_version=committed.version, steps_ipc=rows)
+            channel.send_nowait(hint)
 
     host = SessionHost(
         store,

@@ -34,6 +34,8 @@ class TailStats:
     latest_version: int = 0
     polls: int = 0
     reads: int = 0
+    # Versions whose rows came with the writer's commit hint (``hints.py``) instead of a read.
+    hinted: int = 0
     rows: int = 0
     errors: int = 0
     last_error: str | None = None
@@ -98,6 +100,7 @@ class TailReport(BaseModel):
     last_read_ms: float | None
     polls: int
     reads: int
+    hinted: int = 0
     rows: int
     errors: int
     last_error: str | None
@@ -118,6 +121,7 @@ class TailReport(BaseModel):
             last_read_ms=None if t.last_read_ms is None else round(t.last_read_ms, 2),
             polls=t.polls,
             reads=t.reads,
+            hinted=t.hinted,
             rows=t.rows,
             errors=t.errors,
             last_error=t.last_error,

@@ -47,6 +47,7 @@ _DELIVERY = (
 _TAIL = (
     ("polls", "agentd_gateway_tail_polls", "version checks"),
     ("reads", "agentd_gateway_tail_reads", "range reads of new rows"),
+    ("hinted", "agentd_gateway_tail_hinted_versions", "table versions taken from commit hints, not read"),
     ("rows", "agentd_gateway_tail_rows", "rows read by the tail"),
     ("errors", "agentd_gateway_tail_errors", "failed polls"),
     ("quarantined", "agentd_gateway_tail_quarantined", "rows left out because they do not decode"),

@@ -32,6 +32,7 @@ from agentd.gateway.auth import GatewayConfigError, RedactSecrets, check_bind
 from agentd.gateway.control_bridge import ControlBridge
 from agentd.gateway.control_ops import ControlOps
 from agentd.gateway.health import GatewayStats, HealthReport
+from agentd.gateway.hints import HintedRows
 from agentd.gateway.metrics import GatewayMetrics
 from agentd.gateway.protocol import RESTART_REASON, CloseCodes
 from agentd.gateway.read_api import ReadApi
@@ -40,7 +41,7 @@ from agentd.gateway.subscriber import Connection
 from agentd.gateway.subscription import GatewayContext
 from agentd.gateway.tailer import MessageTail, StepTail
 from agentd.gateway.web import QuietHttpLog, route
-from agentd.protocol import CommitHint, parse_parent_message
+from agentd.protocol import MAX_LINE, CommitHint, parse_parent_message
 from agentd.store import Store, StoreError
 
 __all__ = [
@@ -93,6 +94,8 @@ class Gateway:
         self._hint_fd = hint_fd
         self._hint_task: asyncio.Task[None] | None = None
         self.hints_received = 0
+        # Rows the commit hints carried, served to the step tail instead of a read (hints.py).
+        self.step_rows = HintedRows()
         self.metrics = GatewayMetrics(self)
         # Tail tasks, connections: set by start() / the handler; emptied by close().
         self.tasks: list[asyncio.Task[None]] = []
@@ -120,7 +123,9 @@ class Gateway:
             return False
         poll = self.config.poll_interval
         chunk = max(1, self.config.max_queue // 2)
-        self.steps = StepTail(self.store.steps, self.registry, self.stats.steps, poll_interval=poll, chunk=chunk)
+        self.steps = StepTail(
+            self.store.steps, self.registry, self.stats.steps, poll_interval=poll, chunk=chunk, hints=self.step_rows
+        )
         self.messages = MessageTail(
             self.store.messages, self.registry, self.stats.messages, poll_interval=poll, chunk=chunk
         )
@@ -189,7 +194,7 @@ class Gateway:
         """
         sock = socket.socket(fileno=fd)
         sock.setblocking(False)
-        reader, writer = await asyncio.open_connection(sock=sock, limit=1 << 20)
+        reader, writer = await asyncio.open_connection(sock=sock, limit=MAX_LINE)
         try:
             while line := await reader.readline():
                 try:
@@ -208,6 +213,8 @@ class Gateway:
     def hint(self, message: CommitHint) -> None:
         """A worker committed rows of these sessions/conversations: poll those tables now."""
         both = not message.sessions and not message.conversations
+        if message.steps_version is not None:
+            self.step_rows.add(message.steps_version, message.steps_ipc)
         if self.steps is not None and (message.sessions or both):
             self.steps.poke()
         if self.messages is not None and (message.conversations or both):

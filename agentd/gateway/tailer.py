@@ -3,7 +3,8 @@
 Each poll: ``await table.version()`` (the store's connection has a zero consistency interval,
 so this sees other processes' commits; ~0.2 ms, no data read). If the version moved and
 someone is subscribed, read ``_row_created_at_version in (watermark, v]``, sort, dispatch, and
-set ``watermark = v``. Nobody subscribed: the watermark just moves, nothing is read.
+set ``watermark = v``. Steps of versions whose commit hint carried the rows are taken from the
+hint instead of read back (``hints.py``). Nobody subscribed: the watermark just moves, nothing is read.
 
 Exactness: a batch (W, v] goes to the subscriptions registered below v (``rooms.py``); while it
 is being offered the tail's ``watermark`` reads v, so a subscription registered meanwhile reads
@@ -29,6 +30,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from agentd.gateway.health import TailStats
+from agentd.gateway.hints import HintedRows
 from agentd.gateway.rooms import RoomRegistry
 from agentd.gateway.rows import decode_steps
 from agentd.store.conversations import MESSAGES, MessageRecord
@@ -197,9 +199,18 @@ class StepTail(TableTail):
     """Tail of ``steps`` with the per-session seq check (see the module docstring)."""
 
     def __init__(
-        self, table: Any, registry: RoomRegistry, stats: TailStats, *, poll_interval: float, chunk: int = 500
+        self,
+        table: Any,
+        registry: RoomRegistry,
+        stats: TailStats,
+        *,
+        poll_interval: float,
+        chunk: int = 500,
+        hints: HintedRows | None = None,
     ) -> None:
         super().__init__(table, registry, stats, poll_interval=poll_interval, chunk=chunk)
+        # Rows from the writers' commit hints: versions found there are not read back.
+        self.hints = hints
         # Last seq dispatched (or skipped as unsubscribed) per session; LRU-bounded.
         self._last: OrderedDict[str, int] = OrderedDict()
         # Steps waiting for a missing seq, by session.
@@ -212,16 +223,40 @@ class StepTail(TableTail):
         # Rows pass unseen: the remembered seqs go stale and the held steps have no audience.
         self._last.clear()
         self._held.clear()
+        if self.hints is not None:
+            self.hints.forget(version)
         super().skip(version)
 
     def expired(self) -> list[StepRecord]:
         return self.commit(_StepBatch([], {})) if self._held else []
 
-    async def prepare(self, after: int, upto: int) -> _StepBatch:
+    async def _read(self, after: int, upto: int, where: str | None = None) -> pa.Table:
         started = time.perf_counter()
-        rows: pa.Table = await read_steps_between_versions(self.table, after, upto)
+        rows: pa.Table = await read_steps_between_versions(self.table, after, upto, where=where)
         self.stats.record_read(time.perf_counter() - started)
         self.stats.reads += 1
+        return rows
+
+    async def _rows_between(self, after: int, upto: int) -> pa.Table:
+        """Rows committed in versions ``(after, upto]``: hinted ones as the hints carried them,
+        the others read from the table (``hints.py`` says why this is exact)."""
+        hints = self.hints
+        if hints is None or upto - after > hints.max_versions:
+            if hints is not None:
+                hints.forget(upto)
+            return await self._read(after, upto)
+        missing = await hints.missing_soon(after, upto)
+        parts = hints.take(after, upto)
+        self.stats.hinted += len(parts)
+        if missing:
+            where = f"{VERSION_COLUMN} IN ({', '.join(str(v) for v in missing)})" if parts else None
+            parts.append(await self._read(after, upto, where))
+        if len(parts) == 1:
+            return parts[0]
+        return pa.concat_tables(parts, promote_options="permissive")
+
+    async def prepare(self, after: int, upto: int) -> _StepBatch:
+        rows = await self._rows_between(after, upto)
         self.stats.rows += rows.num_rows
         if rows.num_rows == 0:
             return _StepBatch([], {})

@@ -39,13 +39,18 @@ from agentd.store import Store
 from agentd.store.actions import ActionRecord
 from agentd.store.sessions import SessionRecord
 from agentd.store.steps import StepRecord, steps_of_actions
-from agentd.store.writer import BatchingWriter
+from agentd.store.writer import BatchingWriter, Committed
 from agentd.telemetry import WorkerTelemetry
 from agentd.timeutil import utcnow
 
 __all__ = ["SessionHost"]
 
 log = logging.getLogger(__name__)
+
+# Actions whose acknowledgement goes out once their step commits, before the ``sessions`` row
+# and the acknowledgement's own row: each records its effect in a step with its action_id.
+# (A create's first step alone is not yet listed by ``list``; a destroy stops the runner.)
+EARLY_ACK_KINDS = frozenset({"pause", "resume", "interrupt"})
 
 # A claim that takes longer is abandoned (its rows, if won, are reclaimed after the lease).
 CLAIM_TIMEOUT = 30.0
@@ -64,8 +69,8 @@ class SessionHost(CreatePath):
         epoch: int = 0,
         name: str = "worker",
         fence: Callable[[], Awaitable[None]] | None = None,
-        on_acked: Callable[[list[ActionRecord]], None] | None = None,
-        on_commit: Callable[[list[str]], None] | None = None,
+        on_acked: Callable[[list[ActionRecord], bool], None] | None = None,
+        on_commit: Callable[[Committed], None] | None = None,
     ) -> None:
         self.store = store
         self.settings = settings
@@ -94,7 +99,10 @@ class SessionHost(CreatePath):
             claimer=f"{name}@{epoch}" if epoch else f"{name}@{os.getpid()}.{new_id('h')}",
             epoch=epoch,
         )
-        self.acks = AckBatcher(self.queue, on_acked=on_acked)
+        # Told each batch of acknowledgements, with True when pushed early (``_push_early``),
+        # before their rows; the worker sends them to the supervisor (``protocol.Acked``).
+        self.on_acked = on_acked
+        self.acks = AckBatcher(self.queue, on_acked=self._push_committed if on_acked is not None else None)
         self.claims = ClaimKeeper(self.queue)
         self.fence = fence
         self.runners: dict[str, SessionRunner] = {}
@@ -331,9 +339,13 @@ class SessionHost(CreatePath):
         started = time.perf_counter()
         try:
             result, generation = await outcome
+            early = bool(generation) and action.kind in EARLY_ACK_KINDS
             if generation:
-                await self.writer.wait_durable(generation)
+                await (self.writer.wait_steps_durable if early else self.writer.wait_durable)(generation)
             faults.hit("after-effect", action.kind)
+            if early:
+                self._push_early(action, result)
+                await self.writer.wait_durable(generation)
         except asyncio.CancelledError:
             return  # host stopping: the action stays held and is handed back to the queue
         except ActionRejected as exc:
@@ -366,6 +378,25 @@ class SessionHost(CreatePath):
         log.debug(
             "action %s %s applied in %.1f ms", action.kind, action.action_id, (time.perf_counter() - started) * 1000
         )
+
+    def _push_early(self, action: ActionRecord, result: dict[str, Any]) -> None:
+        """Tell the waiting client now: the step recording the action is committed.
+
+        The step is the source of truth (DESIGN.md §4) and records the ``action_id``, so from
+        here the action counts as applied whatever happens next: if this worker dies before the
+        acknowledgement's row commits, the next owner finds the step and only acknowledges it.
+        Saves the client the ``sessions`` commit and the acknowledgement's merge.
+        """
+        if self.on_acked is None:
+            return
+        try:
+            self.on_acked([action.model_copy(update={"status": "done", "result": result})], True)
+        except Exception:  # a push only, like AckBatcher's
+            log.exception("pushing the acknowledgement of %s failed", action.action_id)
+
+    def _push_committed(self, records: list[ActionRecord]) -> None:
+        assert self.on_acked is not None
+        self.on_acked(records, False)
 
     async def _finish(self, ack: Ack) -> bool:
         settled = await self.claims.settle(self.acks, ack, lambda: self._stopping)

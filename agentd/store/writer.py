@@ -38,7 +38,7 @@ from agentd.store.db import Store
 from agentd.store.sessions import SessionRecord
 from agentd.store.steps import StepRecord
 
-__all__ = ["BatchingWriter", "FlushStats", "Row", "WriterClosed"]
+__all__ = ["BatchingWriter", "Committed", "FlushStats", "Row", "WriterClosed"]
 
 # A row in its table's schema order with JSON columns encoded (see ``Record.to_values``).
 Row = tuple[Any, ...]
@@ -83,6 +83,16 @@ class _Columns:
 
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True, frozen=True)
+class Committed:
+    """One committed batch of steps: its sessions, the ``steps`` version it created (None when
+    the commit reported an error but landed), and the rows exactly as committed."""
+
+    sessions: list[str]
+    version: int | None
+    rows: Any  # pa.Table
 
 
 class WriterClosed(Exception):
@@ -133,13 +143,13 @@ class BatchingWriter:
         flush_max_rows: int = 5000,
         max_buffered_rows: int = 200_000,
         fence: Fence | None = None,
-        on_commit: Callable[[list[str]], None] | None = None,
+        on_commit: Callable[[Committed], None] | None = None,
         on_flush: Callable[[float, int], None] | None = None,
         epoch: int = 0,
     ) -> None:
         self.store = store
-        # Told the session ids of each committed batch of steps: the worker forwards them to the
-        # gateway as a read hint (agentd.protocol.CommitHint), so live events skip its poll.
+        # Told of each committed batch of steps: the worker forwards it to the gateway as a
+        # read hint (agentd.protocol.CommitHint), so live events skip its poll and its read.
         self.on_commit = on_commit
         self.on_flush = on_flush  # (seconds, rows) of each commit: the worker's metrics
         self.epoch = epoch  # stamped on session rows submitted without one (see _EPOCH_FENCE)
@@ -152,6 +162,7 @@ class BatchingWriter:
         self._snapshots = _Columns(len(SessionRecord.SCHEMA), keyed=True)
         self._generation = 1  # the generation new submissions join
         self._durable = 0  # the newest generation fully committed
+        self._steps_durable = 0  # the newest generation whose steps are committed (sessions may follow)
         self._wake = asyncio.Event()
         self._durable_changed = asyncio.Condition()
         self._room = asyncio.Event()
@@ -230,6 +241,24 @@ class BatchingWriter:
 
         await asyncio.wait_for(until(), timeout)
 
+    async def wait_steps_durable(self, generation: int, timeout: float | None = None) -> None:
+        """Return once the steps submitted in ``generation`` are committed.
+
+        The step carries the full state (DESIGN.md: the source of truth), so an effect recorded
+        by a step is durable here, one commit before the ``sessions`` rows follow.
+        """
+        self._wake.set()
+
+        async def until() -> None:
+            async with self._durable_changed:
+                await self._durable_changed.wait_for(
+                    lambda: self._steps_durable >= generation or self._error is not None
+                )
+            if self._steps_durable < generation and self._error is not None:
+                raise WriterClosed(f"the writer failed: {self._error}")
+
+        await asyncio.wait_for(until(), timeout)
+
     async def failed(self) -> BaseException:
         """Wait until the writer stops for good (a fatal error such as being fenced out); return why."""
         async with self._durable_changed:
@@ -275,7 +304,7 @@ class BatchingWriter:
             generation = self._generation
             self._generation += 1
             try:
-                await self._commit(steps, snapshots)
+                await self._commit(steps, snapshots, generation)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -302,15 +331,16 @@ class BatchingWriter:
             if self.buffered < self.max_buffered_rows // 2:
                 self._room.set()
 
-    async def _commit(self, steps: _Columns, snapshots: _Columns) -> None:
+    async def _commit(self, steps: _Columns, snapshots: _Columns, generation: int) -> None:
         if self.fence is not None:
             await self.fence()
         started = time.perf_counter()
         step_count, snapshot_count = len(steps), len(snapshots)
         if step_count:
             data = to_arrow(StepRecord, steps.columns)
+            version: int | None = None
             try:
-                await self.store.steps.add(data)
+                version = (await self.store.steps.add(data)).version
             except Exception as exc:
                 # The commit may have landed although we saw an error (object storage, a lost
                 # reply): appending again would duplicate every seq of the batch.
@@ -318,8 +348,9 @@ class BatchingWriter:
                     raise
                 log.warning("steps commit reported %r but landed; not appending again", exc)
             # Once the steps are in, a retry must not append them again.
-            committed = list(set(steps.columns[_STEP_SESSION_ID]))
+            committed = Committed(list(set(steps.columns[_STEP_SESSION_ID])), version, data)
             steps.clear()
+            await self._mark_steps_durable(generation)
             if self.on_commit is not None:
                 try:
                     self.on_commit(committed)
@@ -338,6 +369,14 @@ class BatchingWriter:
             return
         async with self._durable_changed:
             self._durable = generation
+            self._steps_durable = max(self._steps_durable, generation)
+            self._durable_changed.notify_all()
+
+    async def _mark_steps_durable(self, generation: int) -> None:
+        if generation <= self._steps_durable:
+            return
+        async with self._durable_changed:
+            self._steps_durable = generation
             self._durable_changed.notify_all()
 
     def counters(self) -> dict[str, Any]:

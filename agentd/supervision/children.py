@@ -120,6 +120,12 @@ class Child:
         except (ConnectionError, RuntimeError):
             return False
 
+    def buffered(self) -> int:
+        """Bytes written to the child and not yet taken by it."""
+        if self.writer is None or self.writer.is_closing():
+            return 0
+        return int(self.writer.transport.get_write_buffer_size())
+
     def send_nowait(self, message: BaseModel) -> bool:
         """Queue a message without waiting for the pipe (hints; the channel is local)."""
         if self.writer is None or self.writer.is_closing():

@@ -18,6 +18,7 @@ the socket only makes the path fast:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from typing import TYPE_CHECKING, Any
@@ -60,6 +61,12 @@ log = logging.getLogger("agentd.control")
 SWEEP_AFTER = 1.0
 MAX_OFFERED = 2000  # rows handed over per wake; a bigger batch is found by the worker's scan
 SWEEP_INTERVAL = 1.0
+# Reads of session rows that wait for early acknowledgements' rows (``AckRouter.settled``);
+# ``status`` reads the newer steps itself (agentd.views.status_view).
+ROW_VIEWS = frozenset({"list"})
+SETTLE_TIMEOUT = 2.0
+# Commit hints to the gateway carry rows only while less than this is waiting in its pipe.
+HINT_BACKLOG_BYTES = 4 * 1024 * 1024
 
 
 class AckRouter:
@@ -68,6 +75,10 @@ class AckRouter:
     def __init__(self) -> None:
         self._waiting: dict[str, set[asyncio.Queue[AckInfo]]] = {}
         self._since: dict[str, float] = {}
+        # Actions acknowledged once their step committed, whose rows have not followed yet.
+        self._unsettled: dict[str, float] = {}
+        self._settled = asyncio.Event()
+        self._settled.set()
 
     def watch(self, action_ids: list[str], inbox: asyncio.Queue[AckInfo]) -> None:
         now = time.monotonic()
@@ -85,10 +96,32 @@ class AckRouter:
                 del self._waiting[action_id]
                 self._since.pop(action_id, None)
 
-    def deliver(self, acks: list[AckInfo]) -> None:
+    def deliver(self, acks: list[AckInfo], step_only: bool = False) -> None:
         for ack in acks:
+            if step_only:
+                self._unsettled[ack.action_id] = time.monotonic()
+                self._settled.clear()
+            elif self._unsettled.pop(ack.action_id, None) is not None and not self._unsettled:
+                self._settled.set()
             for inbox in self._waiting.get(ack.action_id, ()):
                 inbox.put_nowait(ack)
+
+    async def settled(self, timeout: float = SETTLE_TIMEOUT) -> None:
+        """Wait (at most ``timeout``) until every action acknowledged early has its rows.
+
+        Reads of ``sessions`` rows (``list``, fleet selectors) call this first, so a client
+        that was told "paused" then lists sessions sees the session paused. An entry older than
+        the timeout is dropped: its worker died, and its replacement writes the rows anew.
+        """
+        cutoff = time.monotonic() - timeout
+        for action_id in [a for a, since in self._unsettled.items() if since < cutoff]:
+            del self._unsettled[action_id]
+        if not self._unsettled:
+            self._settled.set()
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await self._settled.wait()
 
     def overdue(self, older_than: float) -> list[str]:
         cutoff = time.monotonic() - older_than
@@ -169,9 +202,14 @@ class ControlAPI:
     def relay(self, _child: Child, message: Acked | CommitHint) -> None:
         """A child's ``acked`` goes to waiting clients; its ``commit`` hint to the gateway."""
         if isinstance(message, Acked):
-            self.router.deliver(message.acks)
+            self.router.deliver(message.acks, message.step_only)
         elif self.sup.gateway is not None:
-            self.sup.gateway.send_nowait(message)
+            gateway = self.sup.gateway
+            if message.steps_ipc is not None and gateway.buffered() > HINT_BACKLOG_BYTES:
+                # The gateway is not reading (stopped, overloaded): keep its backlog small; it
+                # reads the rows of a version hinted without them from the table.
+                message = message.model_copy(update={"steps_ipc": None})
+            gateway.send_nowait(message)
 
     # -- requests ----------------------------------------------------------------------------
 
@@ -291,6 +329,8 @@ class ControlAPI:
             return
         from agentd.views import read_view
 
+        if request.view in ROW_VIEWS:
+            await self.router.settled()
         try:
             data = await read_view(self.sup.store, request.view, request.params)
         except LookupError as exc:
