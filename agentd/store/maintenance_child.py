@@ -9,8 +9,9 @@ when it exits. It is kept between passes (starting one costs about a CPU-second:
 lancedb, opening the tables) and replaced once its RSS after a pass exceeds ``CHILD_MAX_RSS``,
 when it died, or when the loop stops.
 
-It never outlives the supervisor: its requests come on stdin, so EOF ends it, and a parent-death
-signal (Linux) covers a SIGKILL. Protocol: one JSON request per line on its stdin, one JSON
+It is started with ``posix_spawn`` (``agentd.spawn``: the supervisor never forks after LanceDB
+is loaded) and never outlives the supervisor: its requests come on stdin, so EOF ends it, and a
+parent-death signal (Linux) covers a SIGKILL. Protocol: one JSON request per line on its stdin, one JSON
 reply per line on its stdout (``{"report": ..., "rss": bytes}`` or ``{"error": ..., "rss": ...}``);
 its stdout is moved away from fd 1 first, so a stray print cannot corrupt a reply.
 """
@@ -27,6 +28,7 @@ import sys
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from agentd.spawn import SpawnedProcess, socket_for_child, spawn_python
 from agentd.store.db import Store
 from agentd.store.maintenance import MaintenanceReport, run_maintenance
 from agentd.store.retention import RetentionLimits
@@ -72,51 +74,56 @@ class MaintenanceChild:
         self.uri = uri
         self.num_shards = num_shards
         self.max_rss = max_rss
-        # Set by _start(), cleared by close(): the running child, if any.
-        self.proc: asyncio.subprocess.Process | None = None
+        # Set by _start(), cleared by close(): the running child, if any, and its socket.
+        self.proc: SpawnedProcess | None = None
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
         # How many children were started (the bench and the tests read it).
         self.started = 0
 
-    async def _start(self) -> asyncio.subprocess.Process:
+    async def _start(self) -> SpawnedProcess:
         from agentd.logsetup import active_config
+        from agentd.supervision.children import child_env
 
         cfg = active_config()
-        env = dict(os.environ)
+        env = child_env()
         env["_AGENTD_MAINTENANCE_LOGGING"] = "" if cfg is None else cfg.model_dump_json(by_alias=True)
-        self.proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "agentd.store.maintenance_child",
-            self.uri,
-            str(self.num_shards),
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            env=env,
-            limit=1 << 20,
-        )
+        ours, theirs = socket_for_child()
+        try:  # its stdin and stdout are one socket: requests in, replies out
+            proc = spawn_python(
+                "agentd.store.maintenance_child",
+                [self.uri, str(self.num_shards)],
+                env,
+                fds={0: theirs.fileno(), 1: theirs.fileno()},
+            )
+        finally:
+            theirs.close()
+        self._reader, self._writer = await asyncio.open_connection(sock=ours, limit=1 << 20)
+        self.proc = proc
         self.started += 1
-        return self.proc
+        return proc
 
     async def run(
         self, *, cleanup_older_than: float, action_retention: float | None, retention: RetentionLimits | None
     ) -> MaintenanceReport:
         proc = self.proc if self.proc is not None and self.proc.returncode is None else await self._start()
-        assert proc.stdin is not None and proc.stdout is not None
+        reader, writer = self._reader, self._writer
+        assert reader is not None and writer is not None
         request = {
             "cleanup_older_than": cleanup_older_than,
             "action_retention": action_retention,
             "retention": _limits_dict(retention),
         }
         try:
-            proc.stdin.write(json.dumps(request).encode() + b"\n")
-            await proc.stdin.drain()
-            line = await proc.stdout.readline()
+            writer.write(json.dumps(request).encode() + b"\n")
+            await writer.drain()
+            line = await reader.readline()
         except (ConnectionError, OSError) as exc:
             await self.close()
             raise RuntimeError(f"maintenance child failed: {exc}") from exc
         if not line:
             code = await proc.wait()
-            self.proc = None
+            await self.close()
             raise RuntimeError(f"maintenance child exited with {code} during a pass")
         reply = json.loads(line)
         if reply.get("rss", 0) > self.max_rss:
@@ -128,10 +135,11 @@ class MaintenanceChild:
 
     async def close(self, timeout: float = 10.0) -> None:
         proc, self.proc = self.proc, None
+        writer, self._reader, self._writer = self._writer, None, None
+        if writer is not None:
+            writer.close()  # the child exits at EOF
         if proc is None or proc.returncode is not None:
             return
-        if proc.stdin is not None:
-            proc.stdin.close()
         try:
             await asyncio.wait_for(proc.wait(), timeout)
         except TimeoutError:

@@ -1,9 +1,7 @@
 """Child processes of the supervisor: how they are started, heard from and described.
 
 Children are fresh interpreters (``python -m agentd.worker``, ``-m agentd.supervision.gateway_child``)
-started with ``posix_spawn``, never ``fork()``: the supervisor has LanceDB (native threads and
-fork handlers) loaded, and glibc's posix_spawn runs no fork handlers in the child. Exits are
-observed through a pidfd on the event loop, so no SIGCHLD handler or waiter thread is needed.
+started with ``posix_spawn``, never ``fork()`` (``agentd.spawn`` says why).
 Each worker (and the gateway) gets one end of a socketpair as its control channel (JSON
 lines). The first line is always the supervisor's validated settings (``agentd.supervision.
 handoff``), so no child re-reads ``config.toml``. Then a worker reports ``ready`` and
@@ -16,8 +14,6 @@ import asyncio
 import logging
 import os
 import signal
-import socket
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -37,43 +33,14 @@ from agentd.protocol import (
     dump_line,
     parse_child_message,
 )
+from agentd.spawn import SpawnedProcess, socket_for_child, spawn_python
 
-__all__ = ["Child", "describe_exit", "spawn_child", "stop_children"]
+__all__ = ["Child", "SpawnedProcess", "child_env", "describe_exit", "spawn_child", "stop_children"]
 
 log = logging.getLogger(__name__)
 
 
 CONTROL_FD = 3  # where a worker finds its end of the control socketpair
-
-
-class SpawnedProcess:
-    """A child started with posix_spawn; ``wait()`` resolves when it exits (via pidfd)."""
-
-    def __init__(self, pid: int) -> None:
-        self.pid = pid
-        self.returncode: int | None = None
-        self._exited = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        self._pidfd = os.pidfd_open(pid)
-        loop.add_reader(self._pidfd, self._reap)
-
-    def _reap(self) -> None:
-        try:
-            pid, status = os.waitpid(self.pid, os.WNOHANG)
-        except ChildProcessError:
-            pid, status = self.pid, 0
-        if pid == 0:
-            return
-        self.returncode = os.waitstatus_to_exitcode(status)
-        loop = asyncio.get_running_loop()
-        loop.remove_reader(self._pidfd)
-        os.close(self._pidfd)
-        self._exited.set()
-
-    async def wait(self) -> int:
-        await self._exited.wait()
-        assert self.returncode is not None
-        return self.returncode
 
 
 @dataclass
@@ -225,30 +192,34 @@ async def spawn_child(role: str, module: str, args: list[str], *, channel: bool,
     ``hello`` (with ``channel``) is written as the channel's first line before anything else
     can be, so the child reads it first: the handed-over settings.
     """
-    argv = [sys.executable, "-m", module, *args]
-    env = dict(os.environ)
-    # The supervisor alone speaks to systemd (NotifyAccess=main); children must not try.
-    for name in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"):
-        env.pop(name, None)
-    actions: list[tuple[Any, ...]] = [(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0)]
+    env = child_env()
     parent_sock = child_sock = None
+    fds: dict[int, int] = {}
     if channel:
-        parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        actions.append((os.POSIX_SPAWN_DUP2, child_sock.fileno(), CONTROL_FD))
-        argv += ["--control-fd", str(CONTROL_FD)]
+        parent_sock, child_sock = socket_for_child()
+        fds[CONTROL_FD] = child_sock.fileno()
+        args = [*args, "--control-fd", str(CONTROL_FD)]
     try:
-        pid = os.posix_spawn(sys.executable, argv, env, file_actions=actions)  # noqa: ASYNC221 - returns at once
+        proc = spawn_python(module, args, env, fds=fds)
     finally:
         if child_sock is not None:
             child_sock.close()
-    child = Child(role=role, proc=SpawnedProcess(pid))
+    child = Child(role=role, proc=proc)
     if parent_sock is not None:
-        parent_sock.setblocking(False)
         child.reader, child.writer = await asyncio.open_connection(sock=parent_sock, limit=MAX_LINE)
         if hello is not None:
             await child.send(hello)
-    log.info("started %s (pid %d)", role, pid)
+    log.info("started %s (pid %d)", role, proc.pid)
     return child
+
+
+def child_env() -> dict[str, str]:
+    """Our environment without systemd's notify variables: the supervisor alone speaks to
+    systemd (NotifyAccess=main); children must not try."""
+    env = dict(os.environ)
+    for name in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"):
+        env.pop(name, None)
+    return env
 
 
 async def stop_children(children: list[Child], timeout: float, *, force: bool = False) -> None:

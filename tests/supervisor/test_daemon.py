@@ -166,3 +166,26 @@ def test_sighup_rebalances_from_2_to_3_workers(tmp_path: Path, spare: str) -> No
         assert sum(w["sessions"] or 0 for w in daemon.workers().values()) == 30
     by_session = check_seqs(all_steps(settings))
     assert_single_writer(by_session)
+
+
+def test_the_supervisor_never_forks_after_loading_lancedb(tmp_path: Path) -> None:
+    """Every child (workers, spare, gateway, the maintenance child) is started with posix_spawn.
+
+    A fork() under the supervisor's uvloop runs LanceDB's fork handler, which warns "fork
+    support is experimental" (a deadlock risk in the child); the maintenance child used to be
+    started that way. Maintenance passes run here every 0.2 s, and a SIGHUP respawns workers.
+    """
+    config = write_config(tmp_path)
+    config.write_text(config.read_text().replace("[maintenance]\nenabled = false", "[maintenance]\ninterval = 0.2"))
+    log = tmp_path / "daemon.log"
+    with running(config, log) as daemon:
+        create_jokes(daemon.settings, 4)
+        deadline = time.monotonic() + 30
+        while "maintenance " not in log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        daemon.signal(signal.SIGHUP)
+        time.sleep(2)
+        daemon.wait_ready()
+        text = log.read_text()
+        assert "maintenance " in text, "no maintenance pass ran"
+    assert "fork support is experimental" not in text, text[-3000:]
