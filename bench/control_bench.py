@@ -38,6 +38,7 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -166,21 +167,73 @@ def create_count(config: Path, count: int) -> tuple[float, list[str], int]:
     return wall, ids, proc.returncode
 
 
-def socket_acks(path: Path, ids: list[str], samples: int) -> list[float]:
+@dataclass
+class Sample:
+    """One socket round trip: the action, when it was sent and when its ack came (wall clock)."""
+
+    action_id: str
+    sent: float
+    acked: float
+
+    @property
+    def ms(self) -> float:
+        return (self.acked - self.sent) * 1000
+
+
+def socket_acks(path: Path, ids: list[str], samples: int) -> list[Sample]:
     """Submitted -> acknowledged durable, seen by a client on the socket (one action per request)."""
-    walls = []
+    taken = []
     with Connection(path) as conn:
         for i in range(samples):
             sid = ids[i % len(ids)]
             kind = "pause" if (i // len(ids)) % 2 == 0 else "resume"
-            started = time.perf_counter()
+            sent = time.time()
             conn.send(SubmitRequest(items=[{"kind": kind, "session_id": sid}], wait=True, timeout=30))
             for reply in conn.replies(60):
                 if isinstance(reply, AckReply):
-                    walls.append((time.perf_counter() - started) * 1000)
+                    taken.append(Sample(reply.action_id, sent, time.time()))
                 if reply.type == "end":
                     break
-    return walls
+    return taken
+
+
+async def _phases(config: Path, taken: list[Sample]) -> dict[str, list[float]]:
+    """Where the server-side time goes, from the rows: sent -> row created (the supervisor's
+    append), -> claimed (wake + the claim's conditional update), -> step stamped (the session
+    applies it), -> ack received (steps commit + push)."""
+    from agentd.config import load_settings
+    from agentd.store import Store
+    from agentd.store.sql import sql_in
+
+    settings = load_settings(config)
+    store = await Store.open(settings.storage.uri, settings.storage.num_shards, create=False)
+    ids = [t.action_id for t in taken]
+    actions = {
+        r["action_id"]: r
+        for r in (
+            await store.actions.query()
+            .where(sql_in("action_id", ids))
+            .select(["action_id", "created_at", "claimed_at"])
+            .to_arrow()
+        ).to_pylist()
+    }
+    steps = {
+        r["action_id"]: r["ts"]
+        for r in (
+            await store.steps.query().where(sql_in("action_id", ids)).select(["action_id", "ts"]).to_arrow()
+        ).to_pylist()
+    }
+    phases: dict[str, list[float]] = {"append": [], "claim": [], "apply": [], "commit+push": []}
+    for t in taken:
+        row, step = actions.get(t.action_id), steps.get(t.action_id)
+        if row is None or row["claimed_at"] is None or step is None:
+            continue
+        created, claimed, applied = row["created_at"].timestamp(), row["claimed_at"].timestamp(), step.timestamp()
+        phases["append"].append((created - t.sent) * 1000)
+        phases["claim"].append((claimed - created) * 1000)
+        phases["apply"].append((applied - claimed) * 1000)
+        phases["commit+push"].append((t.acked - applied) * 1000)
+    return phases
 
 
 def concurrent_processes(config: Path, ids: list[str], processes: int) -> dict[str, Any]:
@@ -244,7 +297,9 @@ def main() -> None:
         for i in range(runs):
             kind = "pause" if i % 2 == 0 else "resume"
             pauses += timed_runs([*ctl, kind, ids[i // 2 % 50]], 1)
-        server = socket_acks(daemon.socket, ids[50:100], samples)
+        taken = socket_acks(daemon.socket, ids[50:100], samples)
+        server = [t.ms for t in taken]
+        phases = asyncio.run(_phases(config, taken))
         crowd = concurrent_processes(config, ids[100:150], 50)
         big_s, big_ids, big_code = create_count(config, big)
         ready = status(daemon.socket, timeout=10)["status"]
@@ -271,6 +326,8 @@ def main() -> None:
     row("raw LanceDB append, 1 row (baseline)", append, ratio=False, digits=1)
     row(f"whole `agentctl pause`/`resume` process, daemon up ({runs} runs)", pauses)
     row(f"server side: submitted -> acknowledged durable ({samples} socket samples)", server, ratio=False)
+    for phase, values in phases.items():
+        row(f"  of which {phase}", values, ratio=False, digits=1)
     print()
     print(f"`agentctl create joke --count {sessions}`: {create_s:.1f} s wall, {len(ids)} acknowledged")
     print(f"`agentctl create joke --count {big}`: {big_s:.1f} s wall, {len(big_ids)} acknowledged, exit {big_code}")

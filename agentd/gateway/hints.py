@@ -8,8 +8,9 @@ here. Exactly once still holds: one ``add()`` creates exactly one version holdin
 rows, and any version of the range without hinted rows (another writer's commit, a compaction,
 a retention delete, a hint lost or sent without rows) is read from the table as before.
 
-Hints of two workers can arrive out of commit order; a tail that finds a version missing
-while hints are flowing waits ``GRACE`` for it before reading (``missing_soon``).
+Hints of two workers can arrive out of commit order: the tail delivers the versions up to the
+first one without rows at once (``contiguous``), and waits ``GRACE`` for that one's hint before
+reading it (``missing_soon``).
 """
 
 from __future__ import annotations
@@ -66,6 +67,13 @@ class HintedRows:
 
     def flowing(self) -> bool:
         return time.monotonic() - self._last < FLOWING
+
+    def contiguous(self, after: int, upto: int) -> int | None:
+        """The highest v <= upto with rows for every version of (after, v]; None if after+1 has none."""
+        version = after
+        while version < upto and version + 1 in self._rows:
+            version += 1
+        return version if version > after else None
 
     def missing(self, after: int, upto: int) -> list[int]:
         return [v for v in range(after + 1, upto + 1) if v not in self._rows]

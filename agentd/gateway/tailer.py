@@ -125,13 +125,16 @@ class TableTail:
         if not self.wanted():
             self.skip(version)
             return
-        ready = self.commit(await self.prepare(after, version))
-        self._dispatching = version
+        upto = self.ready_upto(after, version)
+        ready = self.commit(await self.prepare(after, upto))
+        self._dispatching = upto
         try:
-            await self._offer(ready, version)
+            await self._offer(ready, upto)
         finally:
             self._dispatching = None
-        self.stats.version = version
+        self.stats.version = upto
+        if upto < version:
+            self._wake.set()  # the rest at once, not at the next poll
 
     async def _offer(self, items: list[Any], version: int) -> None:
         """Offer ``items`` in chunks, letting crowded outboxes drain in between (``rooms.Pacer``).
@@ -155,6 +158,10 @@ class TableTail:
 
     def wanted(self) -> bool:
         raise NotImplementedError
+
+    def ready_upto(self, after: int, latest: int) -> int:
+        """How far this poll goes: ``latest``, or less when an earlier part can go out sooner."""
+        return latest
 
     def expired(self) -> list[Any]:
         """On a poll that found no new version: items whose wait is over (held steps)."""
@@ -218,6 +225,13 @@ class StepTail(TableTail):
 
     def wanted(self) -> bool:
         return self.registry.wants_steps()
+
+    def ready_upto(self, after: int, latest: int) -> int:
+        # Versions whose hints are here go out now; one still on its way (the other worker's)
+        # does not hold them back.
+        if self.hints is not None and latest - after <= self.hints.max_versions:
+            return self.hints.contiguous(after, latest) or latest
+        return latest
 
     def skip(self, version: int) -> None:
         # Rows pass unseen: the remembered seqs go stale and the held steps have no audience.
