@@ -135,6 +135,10 @@ class SessionHost(CreatePath):
         """Claim and dispatch actions until ``stop()``; wakes early on ``hint()``."""
         poll = self.settings.queue.poll_interval
         while not self._stopping:
+            # Cleared before the offered rows are taken, never after: a wake that comes while
+            # this turn claims must start the next turn at once, not wait out the poll interval
+            # (it did: the 500 ms tail of the control path).
+            self._hint.clear()
             try:
                 async with asyncio.timeout(CLAIM_TIMEOUT):
                     if self.fence is not None:
@@ -165,7 +169,6 @@ class SessionHost(CreatePath):
                     self._dispatch(action)
             if actions:
                 continue  # there may be more
-            self._hint.clear()
             try:
                 await asyncio.wait_for(self._hint.wait(), poll)
             except TimeoutError:

@@ -1,0 +1,54 @@
+"""A wake that arrives while the host's claim loop is busy is not lost.
+
+The fault: the claim loop is in the middle of a slow claim scan (slowed by wrapping
+``ActionQueue.claim``) when the daemon hands over a new action with its wake. With a 30 s poll
+interval, the action must still be claimed at once after the scan, not at the next poll (the
+wake used to be cleared after the scan, and control actions then waited up to a whole poll).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import pytest
+
+from agentd.queue import ActionQueue
+from tests.gateway.gwtools import until
+from tests.runtime.harness import fast_settings, hosted
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def test_a_wake_during_a_slow_claim_scan_is_not_lost(db_uri: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    scanning = asyncio.Event()
+    slow = {"on": False}
+    real_claim = ActionQueue.claim
+
+    async def slow_claim(self: ActionQueue, *args: Any, **kwargs: Any) -> Any:
+        found = await real_claim(self, *args, **kwargs)
+        if slow["on"]:  # the scan has read the table; its commit is slow
+            scanning.set()
+            await asyncio.sleep(0.5)
+        return found
+
+    monkeypatch.setattr(ActionQueue, "claim", slow_claim)
+
+    async def scenario() -> None:
+        settings = fast_settings(db_uri, queue={"poll_interval": 30.0})
+        async with hosted(settings) as h:
+            await h.create("j1")
+            slow["on"] = True
+            h.host.hint()  # start a (slow) scan
+            await asyncio.wait_for(scanning.wait(), 10)
+            action = await h.queue.enqueue("pause", "j1", {})
+            h.host.hint([action])  # the daemon's wake, with the row, while the scan runs
+            slow["on"] = False
+            started = time.monotonic()
+            done = await h.queue.wait(action.action_id, timeout=20)
+            assert done is not None and done.status == "done"
+            assert time.monotonic() - started < 5, "the wake was lost: claimed only at the next poll"
+            await until(lambda: h.host.runners["j1"].status == "paused", 5, "paused")
+
+    asyncio.run(scenario())
