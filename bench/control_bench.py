@@ -254,7 +254,14 @@ def concurrent_processes(config: Path, ids: list[str], processes: int) -> dict[s
         results = list(pool.map(one, chosen))
     wall = time.perf_counter() - started
     errors = sum(1 for code, _ in results if code != 0)
-    actions = asyncio.run(_pause_rows(config, chosen))
+    # An acknowledged pause's row follows its step by one commit (README: "When an action is
+    # acknowledged"): give the rows that moment before counting.
+    deadline = time.monotonic() + 2
+    while True:
+        actions = asyncio.run(_pause_rows(config, chosen))
+        if all(a["status"] == "done" for a in actions) or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
     acked = sum(1 for a in actions if a["status"] == "done")
     per_session = {sid: sum(1 for a in actions if a["session_id"] == sid) for sid in chosen}
     duplicates = sum(n - 1 for n in per_session.values() if n > 1)

@@ -61,9 +61,9 @@ log = logging.getLogger("agentd.control")
 SWEEP_AFTER = 1.0
 MAX_OFFERED = 2000  # rows handed over per wake; a bigger batch is found by the worker's scan
 SWEEP_INTERVAL = 1.0
-# Reads of session rows that wait for early acknowledgements' rows (``AckRouter.settled``);
-# ``status`` reads the newer steps itself (agentd.views.status_view).
-ROW_VIEWS = frozenset({"list"})
+# Reads of session and action rows that wait for early acknowledgements' rows
+# (``AckRouter.settled``); ``status`` reads the newer steps itself (agentd.views.status_view).
+ROW_VIEWS = frozenset({"list", "actions"})
 SETTLE_TIMEOUT = 2.0
 # Commit hints to the gateway carry rows only while less than this is waiting in its pipe.
 HINT_BACKLOG_BYTES = 4 * 1024 * 1024

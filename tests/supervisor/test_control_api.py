@@ -298,3 +298,6 @@ def test_what_a_client_reads_after_an_ack_already_shows_the_action(tmp_path: Pat
             assert status["data"]["last_seq"] >= ack["result"]["seq"], (status, ack)
             assert status["data"]["context"]["subject"] == f"owls {round_}"
             assert ack["action_id"] not in {a["action_id"] for a in status["data"]["queued_actions"]}
+            params = {"session_id": ids[0], "statuses": ["done"]}
+            [done] = converse(path, {"op": "read", "view": "actions", "params": params})
+            assert ack["action_id"] in {a["action_id"] for a in done["data"]}, "row not followed"
