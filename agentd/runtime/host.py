@@ -39,7 +39,7 @@ from agentd.store import Store
 from agentd.store.actions import ActionRecord
 from agentd.store.sessions import SessionRecord
 from agentd.store.steps import StepRecord, steps_of_actions
-from agentd.store.writer import BatchingWriter, Committed
+from agentd.store.writer import BatchingWriter, Committed, WriterClosed
 from agentd.telemetry import WorkerTelemetry
 from agentd.timeutil import utcnow
 
@@ -348,7 +348,10 @@ class SessionHost(CreatePath):
             faults.hit("after-effect", action.kind)
             if early:
                 self._push_early(action, result)
-                await self.writer.wait_durable(generation)
+                try:
+                    await self.writer.wait_durable(generation)
+                except WriterClosed:  # fenced out: the step is in; the next owner finds it and acknowledges it
+                    return
         except asyncio.CancelledError:
             return  # host stopping: the action stays held and is handed back to the queue
         except ActionRejected as exc:

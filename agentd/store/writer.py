@@ -231,15 +231,7 @@ class BatchingWriter:
 
     async def wait_durable(self, generation: int, timeout: float | None = None) -> None:
         """Return once everything submitted in ``generation`` is committed."""
-        self._wake.set()  # someone is waiting: do not sit out the interval
-
-        async def until() -> None:
-            async with self._durable_changed:
-                await self._durable_changed.wait_for(lambda: self._durable >= generation or self._error is not None)
-            if self._durable < generation and self._error is not None:
-                raise WriterClosed(f"the writer failed: {self._error}")
-
-        await asyncio.wait_for(until(), timeout)
+        await self._wait(lambda: self._durable, generation, timeout)
 
     async def wait_steps_durable(self, generation: int, timeout: float | None = None) -> None:
         """Return once the steps submitted in ``generation`` are committed.
@@ -247,14 +239,15 @@ class BatchingWriter:
         The step carries the full state (DESIGN.md: the source of truth), so an effect recorded
         by a step is durable here, one commit before the ``sessions`` rows follow.
         """
-        self._wake.set()
+        await self._wait(lambda: self._steps_durable, generation, timeout)
+
+    async def _wait(self, durable: Callable[[], int], generation: int, timeout: float | None) -> None:
+        self._wake.set()  # someone is waiting: do not sit out the interval
 
         async def until() -> None:
             async with self._durable_changed:
-                await self._durable_changed.wait_for(
-                    lambda: self._steps_durable >= generation or self._error is not None
-                )
-            if self._steps_durable < generation and self._error is not None:
+                await self._durable_changed.wait_for(lambda: durable() >= generation or self._error is not None)
+            if durable() < generation and self._error is not None:
                 raise WriterClosed(f"the writer failed: {self._error}")
 
         await asyncio.wait_for(until(), timeout)
