@@ -43,7 +43,6 @@ class HintedRows:
         self._arrived = asyncio.Event()
         self._last = float("-inf")
         self._floor = -1  # versions up to here were passed by the tail: their hints come too late
-        self.used = 0  # versions served from here
         self.bad = 0  # hints whose rows did not decode
 
     def __len__(self) -> int:
@@ -98,7 +97,6 @@ class HintedRows:
     def take(self, after: int, upto: int) -> list[Any]:
         """The hinted tables of ``(after, upto]`` in version order; forgets every version <= upto."""
         tables = [self._rows[v] for v in range(after + 1, upto + 1) if v in self._rows]
-        self.used += len(tables)
         self.forget(upto)
         return tables
 

@@ -7,6 +7,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -49,6 +50,18 @@ async def running_gateway(settings: Settings, **kwargs: Any) -> AsyncIterator[Ga
         stop.set()
         async with asyncio.timeout(15):
             await task
+
+
+@contextlib.asynccontextmanager
+async def hinted_gateway(db: str) -> AsyncIterator[tuple[Gateway, socket.socket]]:
+    """A gateway that reads only when hinted (its poll is 30 s), and the supervisor's end of its
+    commit-hint channel, to send ``agentd.protocol.CommitHint`` lines down."""
+    supervisor, child = socket.socketpair()
+    try:
+        async with running_gateway(gateway_settings(db, poll_interval=30.0), hint_fd=child.detach()) as gw:
+            yield gw, supervisor
+    finally:
+        supervisor.close()
 
 
 class Procs:

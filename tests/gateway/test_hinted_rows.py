@@ -11,7 +11,6 @@ lost. ``stats.steps.reads`` tells whether a read happened.
 from __future__ import annotations
 
 import asyncio
-import socket
 
 import pytest
 
@@ -23,7 +22,7 @@ from agentd.store.steps import StepRecord
 from agentd.store.writer import BatchingWriter, Committed
 from agentd.timeutil import utcnow
 
-from .gwtools import SHARDS, Recorder, assert_exact, gateway_settings, running_gateway, until
+from .gwtools import SHARDS, Recorder, assert_exact, hinted_gateway, until
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -61,10 +60,8 @@ def test_hinted_versions_are_not_read_and_the_rest_are(db_uri: str) -> None:
             await writer.flush()
             return committed[-1]
 
-        supervisor, child = socket.socketpair()
-        settings = gateway_settings(db_uri, poll_interval=30.0)
         try:
-            async with running_gateway(settings, hint_fd=child.detach()) as gw:
+            async with hinted_gateway(db_uri) as (gw, supervisor):
                 client = await Recorder.open(gw.port)
                 await client.subscribe("run::a1::*")
                 await until(lambda: client.of_type("snapshot"), 10, "snapshot")
@@ -103,7 +100,6 @@ def test_hinted_versions_are_not_read_and_the_rest_are(db_uri: str) -> None:
                 assert_exact(client.steps("run::a1::*"), dict.fromkeys(SESSIONS, 9))
                 await client.close()
         finally:
-            supervisor.close()
             await writer.close()
 
     asyncio.run(scenario())

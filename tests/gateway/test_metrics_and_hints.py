@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import time
 from pathlib import Path
 
@@ -19,7 +18,17 @@ from prometheus_client.parser import text_string_to_metric_families
 from agentd.protocol import CommitHint, dump_line
 from agentd.store import Store
 
-from .gwtools import SHARDS, Recorder, gateway_settings, http_get, procs, running_gateway, until, wait_exit
+from .gwtools import (
+    SHARDS,
+    Recorder,
+    gateway_settings,
+    hinted_gateway,
+    http_get,
+    procs,
+    running_gateway,
+    until,
+    wait_exit,
+)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -73,29 +82,24 @@ def test_metrics_counters_move_as_sessions_tick(db_uri: str, tmp_path: Path) -> 
 def test_commit_hint_from_the_supervisor_channel_reads_at_once(db_uri: str, tmp_path: Path) -> None:
     async def scenario() -> None:
         await Store.open(db_uri, SHARDS)
-        supervisor, child = socket.socketpair()
-        settings = gateway_settings(db_uri, poll_interval=30.0)
-        try:
-            async with running_gateway(settings, hint_fd=child.detach()) as gw:
-                client = await Recorder.open(gw.port)
-                await client.subscribe("run::a1::s1")
-                await until(lambda: client.of_type("snapshot"), 10, "snapshot")
-                await asyncio.sleep(0.2)  # the tail is now in its 30 s wait
-                with procs(tmp_path) as p:
-                    writer = p.writer(db_uri, "w", "--agent", "a1", "--sessions", "s1", "--upto", "5", "--batch", "5")
-                    assert await wait_exit(writer, 30) == 0, p.stderr("w")
-                assert client.count("run::a1::s1") == 0, "read without a hint: the poll was not 30 s"
-                supervisor.sendall(b"not json\n")  # a bad line is skipped, never fatal
-                supervisor.sendall(json.dumps({"type": "wake"}).encode() + b"\n")  # other messages: ignored
-                sent = time.monotonic()
-                supervisor.sendall(dump_line(CommitHint(sessions=["s1"])))
-                await until(lambda: client.count("run::a1::s1") == 5, 5, "5 steps after the hint")
-                assert time.monotonic() - sent < 1.0
-                assert gw.hints_received == 1
-                _, _, body = await http_get(gw.port, "/metrics")
-                assert b"agentd_gateway_commit_hints_total 1.0" in body
-                await client.close()
-        finally:
-            supervisor.close()
+        async with hinted_gateway(db_uri) as (gw, supervisor):
+            client = await Recorder.open(gw.port)
+            await client.subscribe("run::a1::s1")
+            await until(lambda: client.of_type("snapshot"), 10, "snapshot")
+            await asyncio.sleep(0.2)  # the tail is now in its 30 s wait
+            with procs(tmp_path) as p:
+                writer = p.writer(db_uri, "w", "--agent", "a1", "--sessions", "s1", "--upto", "5", "--batch", "5")
+                assert await wait_exit(writer, 30) == 0, p.stderr("w")
+            assert client.count("run::a1::s1") == 0, "read without a hint: the poll was not 30 s"
+            supervisor.sendall(b"not json\n")  # a bad line is skipped, never fatal
+            supervisor.sendall(json.dumps({"type": "wake"}).encode() + b"\n")  # other messages: ignored
+            sent = time.monotonic()
+            supervisor.sendall(dump_line(CommitHint(sessions=["s1"])))
+            await until(lambda: client.count("run::a1::s1") == 5, 5, "5 steps after the hint")
+            assert time.monotonic() - sent < 1.0
+            assert gw.hints_received == 1
+            _, _, body = await http_get(gw.port, "/metrics")
+            assert b"agentd_gateway_commit_hints_total 1.0" in body
+            await client.close()
 
     asyncio.run(scenario())
