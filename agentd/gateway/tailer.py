@@ -6,10 +6,11 @@ someone is subscribed, read ``_row_created_at_version in (watermark, v]``, sort,
 set ``watermark = v``. Steps of versions whose commit hint carried the rows are taken from the
 hint instead of read back (``hints.py``). Nobody subscribed: the watermark just moves, nothing is read.
 
-Exactness: a batch (W, v] goes to the subscriptions registered below v (``rooms.py``); while it
-is being offered the tail's ``watermark`` reads v, so a subscription registered meanwhile reads
-it in its snapshot instead. ``prepare()`` awaits but changes no tail state, so a failed poll
-leaves the watermark where it was and the same range is read again.
+Exactness: a batch (W, v] goes to the subscriptions registered below v (``rooms.py``); from the
+moment it is chosen (before it is read) until it is offered the tail's ``watermark`` reads v, so
+a subscription registered meanwhile reads it in its snapshot instead. ``prepare()`` awaits but
+changes no tail state, so a failed poll leaves the watermark where it was and the same range
+(ending at the same v, which such a subscription's snapshot covers) is read again.
 
 Steps get a per-session seq check on top: a batch whose first seq is not last+1 (or that has a
 hole) is backfilled from rows committed at <= v; what is still missing (two writers of one
@@ -73,8 +74,10 @@ class TableTail:
         self.chunk = max(1, chunk)
         # Set by poke() (a writer's commit hint) to cut the wait short; cleared by run().
         self._wake = asyncio.Event()
-        # The version being offered, while poll_once() offers it.
+        # The version being read and offered, while poll_once() does so.
         self._dispatching: int | None = None
+        # The end of a batch whose poll failed after subscriptions registered at it.
+        self._retry_upto: int | None = None
 
     @property
     def watermark(self) -> int:
@@ -123,15 +126,23 @@ class TableTail:
             await self._offer(self.expired(), after)
             return
         if not self.wanted():
+            self._retry_upto = None  # nobody subscribed at it is left
             self.skip(version)
             return
         upto = self.ready_upto(after, version)
-        ready = self.commit(await self.prepare(after, upto))
+        if self._retry_upto is not None and self._retry_upto > after:
+            upto = min(upto, self._retry_upto)
+        # From here a subscription registers at ``upto``: its snapshot covers this batch and the
+        # batch skips it. Set before prepare(), whose step filter may leave out a session
+        # subscribed while it awaits (that batch went to nobody: the gap the long chaos run found).
         self._dispatching = upto
+        self._retry_upto = upto  # if this poll fails, the next one ends here too (same exact split)
         try:
+            ready = self.commit(await self.prepare(after, upto))
             await self._offer(ready, upto)
         finally:
             self._dispatching = None
+        self._retry_upto = None
         self.stats.version = upto
         if upto < version:
             self._wake.set()  # the rest at once, not at the next poll
