@@ -23,11 +23,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from agentd.gateway.protocol import step_body_json, step_frame
-from agentd.gateway.rows import SkippedStep
+from agentd.gateway.protocol import step_frame
+from agentd.gateway.rows import StepRow
 from agentd.ids import validate_id
 from agentd.store.conversations import MessageRecord
-from agentd.store.steps import StepRecord
 
 if TYPE_CHECKING:
     from agentd.gateway.subscriber import Connection
@@ -189,24 +188,20 @@ class RoomRegistry:
                 agents.add(room.agent_id)
         return sessions, agents
 
-    def dispatch_steps(self, records: Iterable[StepRecord], version: int) -> int:
+    def dispatch_steps(self, records: Iterable[StepRow], version: int) -> int:
         """Offer steps of table versions <= ``version`` to both rooms of each, in order.
 
-        Only subscriptions registered below ``version`` take them (module docstring). A
-        ``SkippedStep`` (an undecodable row) is offered with an empty frame: it only moves the
-        subscription's position past its seq. Returns the number of items offered.
+        Only subscriptions registered below ``version`` take them (module docstring). A row
+        without a body (undecodable, ``rows.py``) is offered with an empty frame: it only moves
+        the subscription's position past its seq. Returns the number of items offered.
         """
         offered = 0
         for record in records:
-            body: str | None = None
-            skipped = type(record) is SkippedStep
             for name in (f"run::{record.agent_id}::{record.session_id}", f"run::{record.agent_id}::*"):
                 subs = self._rooms.get(name)
                 if not subs:
                     continue
-                if body is None:
-                    body = "" if skipped else step_body_json(record)
-                frame = step_frame(name, body) if body else ""
+                frame = step_frame(name, record.body) if record.body else ""
                 # A copy: an overflowing subscriber is removed from the set while we iterate.
                 for sub in list(subs):
                     if sub.watermark < version:

@@ -31,14 +31,14 @@ from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Any
 
-from agentd.gateway.protocol import message_body, message_frame, step_body_json, step_frame
+from agentd.gateway.protocol import message_body, message_frame, step_frame
 from agentd.gateway.rooms import AgentRoom, ConvRoom, Room, RunRoom
-from agentd.gateway.rows import SkippedStep, decode_steps
+from agentd.gateway.rows import StepRow, decode_steps
 from agentd.gateway.tailer import MESSAGE_COLUMNS, VERSION_COLUMN
 from agentd.store.conversations import MessageRecord, get_conversation, list_participants
 from agentd.store.sessions import SessionRecord, get_session
 from agentd.store.sql import sql_in, sql_str
-from agentd.store.steps import StepRecord, read_steps_between_versions
+from agentd.store.steps import read_steps_between_versions
 
 __all__ = ["FRAME_BUDGET", "SNAPSHOT_MAX_ITEMS", "SNAPSHOT_PAGE_ROWS", "Snapshot", "WrongAgent", "build_snapshot"]
 
@@ -140,7 +140,7 @@ async def build_snapshot(store: Any, room: Room, since: Since, upto: int) -> Sna
         width = max(1, min(SNAPSHOT_MAX_ITEMS, SNAPSHOT_PAGE_ROWS // max(1, len(sessions))))
     bases = await _bases(store, scope, since, upto)
     first = await _step_page(store, scope, bases, 0, width, upto)
-    bodies = [step_body_json(r) for r in first if type(r) is not SkippedStep]
+    bodies = [r.body for r in first if r.body]
     snap = Snapshot(frame="", last=_last_seqs(first))
     if first:
         snap.later = _later_pages(store, room.name, scope, bases, width, upto)
@@ -206,9 +206,7 @@ async def _bases(store: Any, scope: str, since: Since, upto: int) -> dict[str, i
     return {str(sid): int(seq) - 1 for sid, seq in firsts}
 
 
-async def _step_page(
-    store: Any, scope: str, bases: dict[str, int], page: int, width: int, upto: int
-) -> list[StepRecord]:
+async def _step_page(store: Any, scope: str, bases: dict[str, int], page: int, width: int, upto: int) -> list[StepRow]:
     """Page ``page`` of the seq windows (base + page*W, base + (page+1)*W] of every session."""
     if not bases:
         return []
@@ -220,12 +218,12 @@ async def _step_page(
 async def _later_pages(store: Any, room: str, scope: str, bases: dict[str, int], width: int, upto: int) -> StepPages:
     page = 1
     while records := await _step_page(store, scope, bases, page, width, upto):
-        frames = [step_frame(room, step_body_json(r)) for r in records if type(r) is not SkippedStep]
+        frames = [step_frame(room, r.body) for r in records if r.body]
         yield frames, _last_seqs(records)
         page += 1
 
 
-def _last_seqs(records: list[StepRecord]) -> dict[str, int]:
+def _last_seqs(records: list[StepRow]) -> dict[str, int]:
     last: dict[str, int] = {}
     for record in records:
         last[record.session_id] = max(record.seq, last.get(record.session_id, 0))

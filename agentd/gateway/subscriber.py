@@ -352,7 +352,7 @@ class Connection:
         if seq <= last:
             self.ctx.stats.duplicates_dropped += 1
             return None
-        if not frame:  # an undecodable row (rows.SkippedStep): its seq passes, nothing is sent
+        if not frame:  # an undecodable row (rows.StepRow without a body): its seq passes, nothing is sent
             sub.last[session_id] = seq
             return None
         if seq != last + 1:

@@ -33,10 +33,10 @@ import pyarrow.compute as pc
 from agentd.gateway.health import TailStats
 from agentd.gateway.hints import HintedRows
 from agentd.gateway.rooms import RoomRegistry
-from agentd.gateway.rows import decode_steps
+from agentd.gateway.rows import StepRow, decode_steps
 from agentd.store.conversations import MESSAGES, MessageRecord
 from agentd.store.sql import sql_str
-from agentd.store.steps import StepRecord, read_steps_between_versions
+from agentd.store.steps import read_steps_between_versions
 from agentd.timeutil import utcnow
 
 __all__ = ["GAP_HOLD_SECONDS", "MESSAGE_COLUMNS", "VERSION_COLUMN", "MessageTail", "StepTail", "TableTail"]
@@ -194,7 +194,7 @@ class TableTail:
 
 @dataclass(slots=True)
 class _Held:
-    records: list[StepRecord]
+    records: list[StepRow]
     since: float = field(default_factory=time.monotonic)
 
 
@@ -203,11 +203,11 @@ class _StepBatch:
     # (session_id, min seq, max seq, row count) of every session in the range, subscribed or not.
     summary: list[tuple[str, int, int, int]]
     # Records of subscribed sessions, plus backfilled ones, by session.
-    records: dict[str, list[StepRecord]]
+    records: dict[str, list[StepRow]]
 
 
-def _by_session(records: list[StepRecord]) -> dict[str, list[StepRecord]]:
-    groups: dict[str, list[StepRecord]] = {}
+def _by_session(records: list[StepRow]) -> dict[str, list[StepRow]]:
+    groups: dict[str, list[StepRow]] = {}
     for record in records:
         groups.setdefault(record.session_id, []).append(record)
     return groups
@@ -252,7 +252,7 @@ class StepTail(TableTail):
             self.hints.forget(version)
         super().skip(version)
 
-    def expired(self) -> list[StepRecord]:
+    def expired(self) -> list[StepRow]:
         return self.commit(_StepBatch([], {})) if self._held else []
 
     async def _read(self, after: int, upto: int, where: str | None = None) -> pa.Table:
@@ -312,33 +312,33 @@ class StepTail(TableTail):
                 groups[session_id] += await self._backfill(session_id, low if last is None else last, high, upto)
         return _StepBatch(summary, groups)
 
-    async def _backfill(self, session_id: str, low: int, high: int, upto: int) -> list[StepRecord]:
+    async def _backfill(self, session_id: str, low: int, high: int, upto: int) -> list[StepRow]:
         """Rows of the session in (low, high) committed at <= upto: the seq check's repair read."""
         self.stats.gaps_detected += 1
         where = f"session_id = {sql_str(session_id)} AND seq > {low} AND seq < {high}"
         rows = await read_steps_between_versions(self.table, 0, upto, where=where)
         return self._decode(rows)
 
-    def _decode(self, rows: pa.Table) -> list[StepRecord]:
-        """Row by row: an undecodable row is a ``SkippedStep`` (``rows.py``), never a failed poll."""
+    def _decode(self, rows: pa.Table) -> list[StepRow]:
+        """Row by row: an undecodable row has an empty body (``rows.py``), never a failed poll."""
         records, new = decode_steps(rows)
         self.stats.quarantined += new
         return records
 
-    def commit(self, batch: _StepBatch) -> list[StepRecord]:
+    def commit(self, batch: _StepBatch) -> list[StepRow]:
         for session_id, _low, high, _count in batch.summary:
             if session_id not in batch.records:
                 self._remember(session_id, high)
-        ordered: list[StepRecord] = []
+        ordered: list[StepRow] = []
         sessions = sorted(set(batch.records) | set(self._held))
         for session_id in sessions:
             ordered += self._release(session_id, batch.records.get(session_id, []))
-        if ordered:
-            newest = max(r.ts for r in ordered)
-            self.stats.record_age((utcnow() - newest).total_seconds())
+        newest = max((r.ts_us for r in ordered), default=0)  # 0: none, or only unreadable rows
+        if newest:
+            self.stats.record_age(time.time() - newest / 1_000_000)
         return ordered
 
-    def dispatch(self, items: list[StepRecord], version: int) -> None:
+    def dispatch(self, items: list[StepRow], version: int) -> None:
         self.registry.dispatch_steps(items, version)
 
     def _remember(self, session_id: str, seq: int) -> None:
@@ -348,7 +348,7 @@ class StepTail(TableTail):
         while len(self._last) > SEQ_CACHE_SIZE:
             self._last.popitem(last=False)
 
-    def _release(self, session_id: str, new: list[StepRecord]) -> list[StepRecord]:
+    def _release(self, session_id: str, new: list[StepRow]) -> list[StepRow]:
         """The steps of one session that can go out now, in seq order, each at most once."""
         held = self._held.pop(session_id, None)
         by_seq = {r.seq: r for r in (held.records if held else [])}

@@ -46,6 +46,8 @@ heartbeat_interval = 2.0
 [maintenance]
 enabled = true
 interval = 10
+[metrics]
+port = 0
 """
 
 
