@@ -67,10 +67,11 @@ class HintedRows:
     def flowing(self) -> bool:
         return time.monotonic() - self._last < FLOWING
 
-    def contiguous(self, after: int, upto: int) -> int | None:
-        """The highest v <= upto with rows for every version of (after, v]; None if after+1 has none."""
+    def contiguous(self, after: int, upto: int | None = None) -> int | None:
+        """The highest v (<= upto, if given) with rows for every version of (after, v]; None if
+        after+1 has none."""
         version = after
-        while version < upto and version + 1 in self._rows:
+        while (upto is None or version < upto) and version + 1 in self._rows:
             version += 1
         return version if version > after else None
 
