@@ -20,6 +20,9 @@ import logging
 import time
 from typing import Any
 
+import pyarrow as pa
+
+from agentd.gateway.rows import HINTED_COLUMN
 from agentd.store.ipc import table_from_text
 
 __all__ = ["GRACE", "HintedRows"]
@@ -54,11 +57,12 @@ class HintedRows:
         if version is None or text is None or version <= self._floor:
             return
         try:
-            self._rows[version] = table_from_text(text)
+            table = table_from_text(text)
         except ValueError as exc:
             self.bad += 1
             log.warning("commit hint for steps version %d has unreadable rows (%s); reading them instead", version, exc)
             return
+        self._rows[version] = table.append_column(HINTED_COLUMN, pa.array([True] * table.num_rows, pa.bool_()))
         if len(self._rows) > self.max_versions:
             for old in sorted(self._rows)[: len(self._rows) - self.max_versions]:
                 del self._rows[old]

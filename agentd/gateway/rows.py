@@ -35,12 +35,15 @@ from agentd.gateway.protocol import step_body_json
 from agentd.store.spec import UTC_TS
 from agentd.store.steps import StepRecord, StepStatus
 
-__all__ = ["QUARANTINE", "Quarantine", "StepRow", "decode_steps"]
+__all__ = ["HINTED_COLUMN", "QUARANTINE", "Quarantine", "StepRow", "decode_steps"]
 
 log = logging.getLogger(__name__)
 
 # Bad rows remembered (so each is logged once); beyond it the oldest may be logged again.
 QUARANTINE_MEMORY = 10_000
+# True on rows that came with a worker's commit hint (``hints.py``): their JSON columns were
+# written by our own encoder (``records.encode_json``), so they need no parse to be trusted.
+HINTED_COLUMN = "_hinted"
 
 
 @dataclass(slots=True, frozen=True)
@@ -122,21 +125,24 @@ def _string(value: Any) -> str | None:
     return _escape(value) if type(value) is str else None
 
 
-def _object(text: Any, nullable: bool) -> str | None:
+def _object(text: Any, nullable: bool, ours: bool) -> str | None:
     """A stored JSON column to splice as is: an object, valid JSON, no ``NaN``/``Infinity`` (which
-    ``json.loads`` accepts and the model writes as null). None: take the model's path."""
+    ``json.encoder`` writes and ``json.loads`` accepts, and the model writes as null). ``ours``:
+    written by ``records.encode_json``, whose output is valid JSON but for those two, so not
+    parsed again. None: take the model's path."""
     if text is None:
         return "null" if nullable else None
     if type(text) is not str or not text.startswith("{") or "NaN" in text or "Infinity" in text:
         return None
-    try:
-        json.loads(text)
-    except (ValueError, RecursionError):
-        return None
+    if not ours:
+        try:
+            json.loads(text)
+        except (ValueError, RecursionError):
+            return None
     return text
 
 
-def _fast_body(c: dict[str, list[Any]], i: int, ts: str) -> str | None:
+def _fast_body(c: dict[str, list[Any]], i: int, ts: str, ours: bool) -> str | None:
     """Row ``i`` as ``step_body_json`` would write it, or None when the model must look at it."""
     session_id, agent_id, seq = c["session_id"][i], c["agent_id"][i], c["seq"][i]
     status, kind, latency = c["status"][i], c["kind"][i], c["latency_ms"][i]
@@ -152,7 +158,9 @@ def _fast_body(c: dict[str, list[Any]], i: int, ts: str) -> str | None:
     ):
         return None
     text, notes, error, action_id = (_string(c[name][i]) for name in ("text", "notes", "error", "action_id"))
-    data, state, guidance = _object(c["data"][i], True), _object(c["state"][i], False), _object(c["guidance"][i], True)
+    data = _object(c["data"][i], True, ours)
+    state = _object(c["state"][i], False, ours)
+    guidance = _object(c["guidance"][i], True, ours)
     if None in (text, notes, error, action_id, data, state, guidance):
         return None
     return (
@@ -177,12 +185,13 @@ def decode_steps(rows: pa.Table, quarantine: Quarantine = QUARANTINE) -> tuple[l
     ts_column = rows.column("ts")
     stamps = pc.strftime(ts_column, format="%Y-%m-%dT%H:%M:%S").to_pylist()
     micros = ts_column.cast(pa.int64()).to_pylist()
+    hinted = rows.column(HINTED_COLUMN).to_pylist() if HINTED_COLUMN in rows.column_names else [None] * rows.num_rows
     out: list[StepRow] = []
     new = 0
     for i, stamp in enumerate(stamps):
         body = None
         if stamp is not None:
-            body = _fast_body(columns, i, stamp[:-7] if stamp.endswith(".000000") else stamp)
+            body = _fast_body(columns, i, stamp[:-7] if stamp.endswith(".000000") else stamp, hinted[i] is True)
         if body is not None:
             out.append(StepRow(columns["session_id"][i], columns["agent_id"][i], columns["seq"][i], micros[i], body))
             continue
