@@ -100,7 +100,6 @@ class SessionRunner:
         "_finished",
         "_fixed",
         "_inbox",
-        "_phase_open",
         "_record",
         "_tick_now",
         "_waiter",
@@ -156,8 +155,6 @@ class SessionRunner:
         self._waiter: asyncio.Future[bool | None] | None = None
         self._tick_now = False
         self._due = 0.0
-        # A new session's phase in the heartbeat is chosen after its first tick (_next_due).
-        self._phase_open = creating
         self._finished = False
         self._final: list[Command] = []
         if not creating:
@@ -232,9 +229,7 @@ class SessionRunner:
             # A new session ticks at once; a resumed one within its heartbeat (at most RESUME_SPREAD),
             # at a random phase: ticks are due one heartbeat apart from then on, so this phase is
             # kept, and thousands of sessions resuming together tick evenly spread over the
-            # heartbeat instead of in a burst that would make every one of them late. A new
-            # session gets its random phase at its second tick (``_next_due``), for the same reason:
-            # a batch created together (``create --count``) would otherwise tick in step forever.
+            # heartbeat instead of in a burst that would make every one of them late.
             self._due = loop.time() + (0.0 if self._creating else random.random() * min(self.heartbeat, RESUME_SPREAD))
             due = False  # the timer for self._due fired (see _sleep_until)
             while True:
@@ -603,17 +598,9 @@ class SessionRunner:
             await self._record_outcome(outcome, latency_ms=None)
 
     def _next_due(self, woken: bool, started: float) -> float:
-        """Next due one heartbeat after this one was due; after a long stall, do not burst.
-
-        After a new session's first tick, up to one more heartbeat (at most RESUME_SPREAD) at
-        random: its phase (see ``run``).
-        """
+        """Next due one heartbeat after this one was due; after a long stall, do not burst."""
         following = self._due + self.heartbeat
-        due = following if not woken and following > started else started + self.heartbeat
-        if self._phase_open:
-            self._phase_open = False
-            due += random.random() * min(self.heartbeat, RESUME_SPREAD)
-        return due
+        return following if not woken and following > started else started + self.heartbeat
 
     def _nothing_to_record(self, outcome: StepOutcome) -> bool:
         if self.agent.record_quiet_ticks or outcome.status == "error" or outcome.stop or outcome.text is not None:
