@@ -20,6 +20,12 @@ from websockets.exceptions import ConnectionClosed
 
 from agentd.config import Settings
 from agentd.gateway import Gateway, GatewayStarted, serve_gateway
+from agentd.ids import shard_for
+from agentd.protocol import HINT_ROWS_MAX_BYTES, CommitHint, dump_line
+from agentd.store.ipc import table_to_text
+from agentd.store.steps import StepRecord
+from agentd.store.writer import Committed
+from agentd.timeutil import utcnow
 
 REPO = Path(__file__).resolve().parents[2]
 WRITER = Path(__file__).parent / "procs" / "steps_writer.py"
@@ -62,6 +68,27 @@ async def hinted_gateway(db: str) -> AsyncIterator[tuple[Gateway, socket.socket]
             yield gw, supervisor
     finally:
         supervisor.close()
+
+
+def step(session_id: str, seq: int, agent_id: str = "a1") -> StepRecord:
+    """A step as the hinted-gateway tests commit it."""
+    return StepRecord(
+        session_id=session_id,
+        agent_id=agent_id,
+        shard=shard_for(session_id, SHARDS),
+        seq=seq,
+        ts=utcnow(),
+        text=f"step {seq}",
+        state={"iteration": seq},
+    )
+
+
+def hint_line(committed: Committed, *, rows: bool = True, broken: bool = False) -> bytes:
+    """The commit hint a worker sends for ``committed`` (``agentd.worker``), as a channel line."""
+    text = table_to_text(committed.rows, HINT_ROWS_MAX_BYTES) if rows else None
+    if broken:
+        text = "this is not base64 arrow!"
+    return dump_line(CommitHint(sessions=committed.sessions, steps_version=committed.version, steps_ipc=text))
 
 
 class Procs:

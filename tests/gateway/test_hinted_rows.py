@@ -14,26 +14,14 @@ import asyncio
 
 import pytest
 
-from agentd.ids import shard_for
-from agentd.protocol import HINT_ROWS_MAX_BYTES, CommitHint, dump_line
 from agentd.store import Store
-from agentd.store.ipc import table_to_text
-from agentd.store.steps import StepRecord
 from agentd.store.writer import BatchingWriter, Committed
-from agentd.timeutil import utcnow
 
-from .gwtools import SHARDS, Recorder, assert_exact, hinted_gateway, until
+from .gwtools import SHARDS, Recorder, assert_exact, hint_line, hinted_gateway, step, until
 
 pytestmark = pytest.mark.timeout(90)
 
 SESSIONS = ["s1", "s2", "s3"]
-
-
-def _hint(committed: Committed, *, rows: bool = True, broken: bool = False) -> bytes:
-    text = table_to_text(committed.rows, HINT_ROWS_MAX_BYTES) if rows else None
-    if broken:
-        text = "this is not base64 arrow!"
-    return dump_line(CommitHint(sessions=committed.sessions, steps_version=committed.version, steps_ipc=text))
 
 
 def test_hinted_versions_are_not_read_and_the_rest_are(db_uri: str) -> None:
@@ -47,16 +35,7 @@ def test_hinted_versions_are_not_read_and_the_rest_are(db_uri: str) -> None:
         async def commit_round() -> Committed:
             for sid in SESSIONS:
                 seqs[sid] += 1
-                step = StepRecord(
-                    session_id=sid,
-                    agent_id="a1",
-                    shard=shard_for(sid, SHARDS),
-                    seq=seqs[sid],
-                    ts=utcnow(),
-                    text=f"step {seqs[sid]}",
-                    state={"iteration": seqs[sid]},
-                )
-                await writer.submit([step])
+                await writer.submit([step(sid, seqs[sid])])
             await writer.flush()
             return committed[-1]
 
@@ -69,32 +48,32 @@ def test_hinted_versions_are_not_read_and_the_rest_are(db_uri: str) -> None:
 
                 # 1. In order, with rows: delivered, nothing read.
                 for _ in range(3):
-                    supervisor.sendall(_hint(await commit_round()))
+                    supervisor.sendall(hint_line(await commit_round()))
                 await until(lambda: client.count("run::a1::*") == 9, 10, "9 steps from hints")
                 assert (stats.reads, stats.hinted) == (0, 3)
 
                 # 2. Two versions whose hints arrive in reverse order: the tail waits for the
                 # missing one instead of reading it.
                 first, second = await commit_round(), await commit_round()
-                supervisor.sendall(_hint(second))
+                supervisor.sendall(hint_line(second))
                 await asyncio.sleep(0.005)
-                supervisor.sendall(_hint(first))
+                supervisor.sendall(hint_line(first))
                 await until(lambda: client.count("run::a1::*") == 15, 10, "15 steps")
                 assert (stats.reads, stats.hinted) == (0, 5)
 
                 # 3. A hint without rows and one with rows that do not decode: both versions
                 # are read from the table, together with a good hint's version beside them.
                 plain, broken, good = await commit_round(), await commit_round(), await commit_round()
-                supervisor.sendall(_hint(plain, rows=False))
-                supervisor.sendall(_hint(broken, broken=True))
-                supervisor.sendall(_hint(good))
+                supervisor.sendall(hint_line(plain, rows=False))
+                supervisor.sendall(hint_line(broken, broken=True))
+                supervisor.sendall(hint_line(good))
                 await until(lambda: client.count("run::a1::*") == 24, 10, "24 steps")
                 assert stats.reads >= 1 and gw.step_rows.bad == 1
                 assert len(gw.step_rows) == 0, "rows the tail passed are forgotten"
 
                 # 4. A hint for a version already delivered is ignored (no second delivery).
-                supervisor.sendall(_hint(good))
-                supervisor.sendall(_hint(await commit_round()))
+                supervisor.sendall(hint_line(good))
+                supervisor.sendall(hint_line(await commit_round()))
                 await until(lambda: client.count("run::a1::*") == 27, 10, "27 steps")
                 await asyncio.sleep(0.3)
                 assert_exact(client.steps("run::a1::*"), dict.fromkeys(SESSIONS, 9))

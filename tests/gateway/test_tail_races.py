@@ -18,30 +18,15 @@ from typing import Any
 import pytest
 
 import agentd.gateway.tailer as tailer
-from agentd.ids import shard_for
-from agentd.protocol import HINT_ROWS_MAX_BYTES, CommitHint, dump_line
 from agentd.store import Store
 from agentd.store.conversations import MessageRecord, insert_messages
-from agentd.store.ipc import table_to_text
 from agentd.store.steps import StepRecord
 from agentd.store.writer import BatchingWriter, Committed
 from agentd.timeutil import utcnow
 
-from .gwtools import SHARDS, Recorder, gateway_settings, hinted_gateway, running_gateway, until
+from .gwtools import SHARDS, Recorder, gateway_settings, hint_line, hinted_gateway, running_gateway, step, until
 
 pytestmark = pytest.mark.timeout(90)
-
-
-def _step(session_id: str, seq: int) -> StepRecord:
-    return StepRecord(
-        session_id=session_id,
-        agent_id="a1",
-        shard=shard_for(session_id, SHARDS),
-        seq=seq,
-        ts=utcnow(),
-        text=f"step {seq}",
-        state={"iteration": seq},
-    )
 
 
 def test_a_subscribe_during_a_backfill_read_misses_nothing(db_uri: str, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -66,20 +51,18 @@ def test_a_subscribe_during_a_backfill_read_misses_nothing(db_uri: str, monkeypa
         async def commit(*steps: StepRecord) -> bytes:
             await writer.submit(list(steps))
             await writer.flush()
-            c = committed[-1]
-            text = table_to_text(c.rows, HINT_ROWS_MAX_BYTES)
-            return dump_line(CommitHint(sessions=c.sessions, steps_version=c.version, steps_ipc=text))
+            return hint_line(committed[-1])
 
         try:
             async with hinted_gateway(db_uri) as (gw, supervisor):
                 early = await Recorder.open(gw.port)
                 await early.subscribe("run::a1::s1")
                 await until(lambda: early.of_type("snapshot"), 10, "snapshot of s1")
-                supervisor.sendall(await commit(_step("s1", 1)))
+                supervisor.sendall(await commit(step("s1", 1)))
                 await until(lambda: early.count("run::a1::s1") == 1, 10, "s1 seq 1")
 
                 # s1 jumps to seq 3 (a gap: the tail backfills), s2 has its first step.
-                supervisor.sendall(await commit(_step("s1", 3), _step("s2", 1)))
+                supervisor.sendall(await commit(step("s1", 3), step("s2", 1)))
                 await asyncio.wait_for(backfilling.wait(), 10)
                 late = await Recorder.open(gw.port)
                 await late.subscribe("run::a1::s2")
