@@ -121,6 +121,9 @@ class QueueConfig(_Section):
     lease: float = Field(30.0, gt=0, description="a claim not completed within this is reclaimed")
     claim_batch: int = Field(200, ge=1, description="most actions claimed in one commit")
     retention: float = Field(86_400.0, ge=0, description="seconds to keep done/failed actions")
+    compact_fragments: int = Field(
+        16, ge=0, description="compact the actions table once it has this many fragments (0: only in maintenance)"
+    )
 
 
 class MaintenanceConfig(_Section):

@@ -135,7 +135,7 @@ async def _serve(settings: Settings, args: argparse.Namespace) -> int:
     from agentd.store import Store, StoreError
     from agentd.store.actions import ActionRecord
     from agentd.store.ipc import table_to_text
-    from agentd.store.owners import current_epoch
+    from agentd.store.owners import EpochCheck
     from agentd.store.writer import Committed
     from agentd.supervision.dblock import hold_workers_lock
 
@@ -168,8 +168,10 @@ async def _serve(settings: Settings, args: argparse.Namespace) -> int:
         return EXIT_BOOT
     shards = shards_of_worker(args.index, args.workers, store.num_shards)
 
+    epoch_check = EpochCheck(store, args.index, args.epoch)
+
     async def fence() -> None:
-        if args.epoch and await current_epoch(store, args.index) != args.epoch:
+        if args.epoch and not await epoch_check.still_ours():
             raise FencedOut(f"{name} epoch {args.epoch} was replaced; not committing")
 
     def push_acks(records: list[ActionRecord], step_only: bool) -> None:

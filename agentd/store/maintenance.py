@@ -186,13 +186,15 @@ async def maintenance_loop(
     on_report: Callable[[MaintenanceReport], None] | None = None,
     retention: RetentionLimits | None = None,
     isolate: bool = True,
+    active: asyncio.Event | None = None,
 ) -> None:
     """Run a pass every ``interval`` seconds until ``stop`` is set. Never raises on a bad pass.
 
     With ``isolate`` (the default) each pass runs in a ``MaintenanceChild`` on the same
     database (``agentd.store.maintenance_child`` says why); ``isolate=False`` runs it on ``store`` in this
     process. The pass in flight finishes before the loop returns; the child is closed on the
-    way out, cancellation included.
+    way out, cancellation included. ``active`` is set while a pass runs (the supervisor's
+    compaction of the actions table waits for it).
     """
     from agentd.store.maintenance_child import MaintenanceChild  # imports this module
 
@@ -204,6 +206,8 @@ async def maintenance_loop(
                 return
             except TimeoutError:
                 pass
+            if active is not None:
+                active.set()
             try:
                 if child is not None:
                     # The child logs the pass's summary itself (run_maintenance).
@@ -221,6 +225,9 @@ async def maintenance_loop(
                     on_report(report)
             except Exception:
                 log.exception("maintenance pass failed; retrying in %.0fs", interval)
+            finally:
+                if active is not None:
+                    active.clear()
     finally:
         if child is not None:
             await asyncio.shield(child.close())

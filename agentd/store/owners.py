@@ -18,7 +18,7 @@ from agentd.store.records import Record
 from agentd.store.spec import TableSpec, ts_field
 from agentd.store.sql import delete_where
 
-__all__ = ["OWNERS", "OwnerRecord", "current_epoch", "list_owners", "retire_owners", "set_owner"]
+__all__ = ["OWNERS", "EpochCheck", "OwnerRecord", "current_epoch", "list_owners", "retire_owners", "set_owner"]
 
 SCHEMA = pa.schema(
     [
@@ -56,6 +56,34 @@ async def current_epoch(store: Any, worker_index: int) -> int | None:
     rows = await store.owners.query().where(f"worker_index = {int(worker_index)}").to_arrow()
     epochs = rows.column("epoch").to_pylist() if rows.num_rows else []
     return max(epochs) if epochs else None
+
+
+class EpochCheck:
+    """Whether ``epoch`` is still worker ``worker_index``'s, read again only when ``owners`` changed.
+
+    The check runs before every commit and every claim, on the control path. Reading the row
+    costs a query (2 ms, 12 ms at p99 under load); asking the table for its latest version costs
+    a directory listing (0.1-0.3 ms). The epoch can only change with a new ``owners`` version,
+    so a version already seen holding our epoch needs no second read. The version is taken
+    before the read: a write landing in between makes the next check read again, never less.
+    """
+
+    def __init__(self, store: Any, worker_index: int, epoch: int) -> None:
+        self.store = store
+        self.worker_index = worker_index
+        self.epoch = epoch
+        self._verified: int | None = None  # an owners version at which the epoch was ours
+        self.reads = 0
+
+    async def still_ours(self) -> bool:
+        version = await self.store.owners.version()
+        if version == self._verified:
+            return True
+        self.reads += 1
+        if await current_epoch(self.store, self.worker_index) != self.epoch:
+            return False
+        self._verified = version
+        return True
 
 
 async def list_owners(store: Any) -> list[OwnerRecord]:

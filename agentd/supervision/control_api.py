@@ -49,6 +49,7 @@ from agentd.protocol import (
 from agentd.queue import ActionQueue
 from agentd.store.actions import ActionRecord
 from agentd.supervision.children import Child
+from agentd.supervision.queue_compaction import QueueCompactor
 from agentd.supervision.status import supervisor_status
 
 if TYPE_CHECKING:
@@ -173,6 +174,8 @@ class ControlAPI:
         self._queue: ActionQueue | None = None
         self._appender: GroupAppender | None = None
         self._sweeper: asyncio.Task[None] | None = None
+        self.compactor: QueueCompactor | None = None  # keeps the actions table's claims cheap
+        self._compacting: asyncio.Task[None] | None = None
 
     @property
     def appends(self) -> int:
@@ -190,12 +193,19 @@ class ControlAPI:
     def start(self) -> None:
         if self._sweeper is None:
             self._sweeper = asyncio.create_task(self._sweep(), name="ack-sweeper")
+        fragments = self.sup.settings.queue.compact_fragments
+        if self.compactor is None and fragments and self.sup.store is not None:
+            self.compactor = QueueCompactor(
+                self.sup.store.actions, max_fragments=fragments, busy=self.sup.maintenance_active.is_set
+            )
+            self._compacting = asyncio.create_task(self.compactor.run(), name="actions-compaction")
 
     async def close(self) -> None:
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            await asyncio.gather(self._sweeper, return_exceptions=True)
-            self._sweeper = None
+        for task in (self._sweeper, self._compacting):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        self._sweeper = self._compacting = None
 
     # -- from the workers --------------------------------------------------------------------
 

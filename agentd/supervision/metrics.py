@@ -125,6 +125,12 @@ class SupervisorCollector(Collector):
         control = CounterMetricFamily("agentd_control_appends", "group commits of submitted actions")
         control.add_metric([], float(sup.control_api.appends))
         yield control
+        compactor = sup.control_api.compactor
+        compactions = CounterMetricFamily(
+            "agentd_action_queue_compactions", "compactions of the actions table between maintenance passes"
+        )
+        compactions.add_metric([], float(compactor.compactions if compactor is not None else 0))
+        yield compactions
 
 
 class MetricsServer:

@@ -49,6 +49,7 @@ async def supervisor_status(sup: Supervisor) -> dict[str, Any]:
         "gateway": gateway,
         "heartbeat_timeout": sup.settings.daemon.heartbeat_timeout,
         "maintenance": sup.last_maintenance,
+        "queue_compaction": sup.control_api.compactor.counters() if sup.control_api.compactor else None,
         "config_digest": settings_digest(sup.settings),
         "spare_disabled": sup.spare_disabled,
         "watchdog": {

@@ -95,6 +95,7 @@ class Supervisor:
         self.store: Store | None = None
         self.last_maintenance: dict[str, Any] | None = None
         self.maintenance_task: asyncio.Task[None] | None = None
+        self.maintenance_active = asyncio.Event()  # set while a maintenance pass runs
 
     # -- entry -------------------------------------------------------------------------------
 
@@ -391,6 +392,7 @@ class Supervisor:
                 stop=self._maintenance_stop,
                 on_report=self._maintenance_done,
                 retention=self.settings.retention,
+                active=self.maintenance_active,
             ),
             name="maintenance",
         )
