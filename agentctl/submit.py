@@ -24,14 +24,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import click
 
 from agentctl.context import Obj
 from agentctl.errors import EXIT_INTERRUPTED, CtlError, NotFound, Rejected, TimedOut, Unreachable, UsageProblem
 from agentctl.transport import Connection, DaemonLost, NoDaemon
-from agentd.protocol import Accepted, AckInfo, AckReply, End, ErrorReply, SubmitRequest
+from agentd.protocol_client import Message, request_line
 
 __all__ = ["Batch", "ItemOutcome", "outcome_error", "say_withdrawn", "submit", "withdraw"]
 
@@ -41,6 +41,21 @@ REPLY_SLACK = 30.0
 _FALL_BACK_CODES = ("unavailable", "version")
 
 State = Literal["done", "failed", "pending", "invalid"]
+
+
+class Ack(Protocol):
+    """An acknowledgement: the daemon's ``ack`` reply, or ``AckInfo`` read from the row directly."""
+
+    @property
+    def action_id(self) -> str: ...
+    @property
+    def status(self) -> Literal["done", "failed"]: ...
+    @property
+    def result(self) -> dict[str, Any] | None: ...
+    @property
+    def error(self) -> str | None: ...
+    @property
+    def code(self) -> str | None: ...
 
 
 @dataclass(slots=True)
@@ -56,7 +71,7 @@ class ItemOutcome:
     error: str | None = None
     code: str | None = None
 
-    def take(self, ack: AckInfo) -> None:
+    def take(self, ack: Ack) -> None:
         self.state = ack.status
         self.result = ack.result
         self.error = ack.error
@@ -76,7 +91,7 @@ class Batch:
     def pending_ids(self) -> list[str]:
         return [i.action_id for i in self.items if i.state == "pending" and i.action_id]
 
-    def ack(self, ack: AckInfo, on_ack: Callable[[ItemOutcome], None] | None) -> None:
+    def ack(self, ack: Ack, on_ack: Callable[[ItemOutcome], None] | None) -> None:
         item = self.by_action.get(ack.action_id)
         if item is None or item.state != "pending":
             return
@@ -145,26 +160,26 @@ def submit(
     deadline = time.monotonic() + timeout
     try:
         with conn:
-            conn.send(SubmitRequest(items=raw_items, wait=wait, timeout=timeout))
+            conn.send(request_line("submit", items=raw_items, wait=wait, timeout=timeout))
             replies = conn.replies(timeout + REPLY_SLACK)
             first = next(replies)
-            if isinstance(first, ErrorReply):
+            if first.type == "error":
                 if first.code in _FALL_BACK_CODES:
                     batch.no_daemon = f"the daemon on {path} cannot take actions now: {first.error}"
                     return _submit_direct(obj, batch, raw_items, wait, on_ack, on_accepted)
                 if first.code == "forbidden":
                     raise Unreachable(first.error, socket=str(path))
                 raise UsageProblem(f"the daemon refused the request: {first.error}", code=first.code)
-            if not isinstance(first, Accepted):
+            if first.type != "accepted":
                 raise DaemonLost(f"the daemon answered {first.type!r} before accepting the actions")
             _apply_accepted(batch, first)
             if on_accepted is not None:
                 on_accepted(batch)
             try:
                 for reply in replies:
-                    if isinstance(reply, AckReply):
+                    if reply.type == "ack":
                         batch.ack(reply, on_ack)
-                    elif isinstance(reply, End):
+                    elif reply.type == "end":
                         break
             except DaemonLost as exc:  # restarted meanwhile: the rows still say what happened
                 if wait and batch.pending_ids():
@@ -180,7 +195,7 @@ def submit(
     return batch
 
 
-def _apply_accepted(batch: Batch, accepted: Accepted) -> None:
+def _apply_accepted(batch: Batch, accepted: Message) -> None:
     for entry in accepted.actions:
         item = batch.items[entry.index]
         item.action_id = entry.action_id

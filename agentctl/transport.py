@@ -3,7 +3,8 @@
 Why blocking and not asyncio: one command sends one request and reads its replies in order, so
 an event loop would only add start-up time to the path whose whole point is to be fast (a
 whole ``agentctl pause`` costs little more than an interpreter start). It imports only the
-standard library and ``agentd.protocol`` (pydantic).
+standard library and ``agentd.protocol_client`` (the messages checked against the schema
+generated from ``agentd.protocol``'s models, without importing pydantic).
 
 ``NoDaemon`` means nothing accepted the connection (no socket file, nobody listening): the
 caller falls back to opening LanceDB itself. ``DaemonLost`` means the daemon accepted and then
@@ -19,28 +20,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel
-
-from agentd.protocol import (
-    MAX_LINE,
-    Accepted,
-    AckReply,
-    CancelRequest,
-    End,
-    ErrorReply,
-    ReadRequest,
-    ResultReply,
-    StatusRequest,
-    dump_line,
-    parse_reply,
-)
+from agentd.protocol_client import MAX_LINE, Message, parse_reply, request_line
 
 __all__ = ["CONNECT_TIMEOUT", "Connection", "DaemonError", "DaemonLost", "NoDaemon", "cancel", "read", "status"]
 
 # Connecting to a unix socket is immediate when someone listens; waiting longer only delays
 # the fallback when the daemon is wedged.
 CONNECT_TIMEOUT = 2.0
-Reply = Accepted | AckReply | End | ResultReply | ErrorReply
+Reply = Message  # accepted, ack, end, result or error: its ``type`` says which
 
 
 class NoDaemon(Exception):
@@ -83,8 +70,9 @@ class Connection:
     def close(self) -> None:
         self.sock.close()
 
-    def send(self, message: BaseModel | dict[str, Any]) -> None:
-        line = dump_line(message) if isinstance(message, BaseModel) else (json.dumps(message) + "\n").encode()
+    def send(self, message: bytes | dict[str, Any]) -> None:
+        """A request line (``request_line``), or any JSON object (what older clients sent)."""
+        line = message if isinstance(message, bytes) else (json.dumps(message) + "\n").encode()
         try:
             self.sock.sendall(line)
         except OSError as exc:
@@ -118,29 +106,29 @@ class Connection:
                 raise DaemonLost(f"the daemon on {self.path} answered something unexpected: {exc}") from exc
 
 
-def _single(path: Path, request: BaseModel, timeout: float) -> ResultReply:
+def _single(path: Path, op: str, timeout: float, **fields: Any) -> Message:
     with Connection(path, timeout=timeout) as conn:
-        conn.send(request)
+        conn.send(request_line(op, **fields))
         reply = next(conn.replies(timeout))
-    if isinstance(reply, ErrorReply):
+    if reply.type == "error":
         raise DaemonError(reply.code, reply.error)
-    if not isinstance(reply, ResultReply):
-        raise DaemonLost(f"the daemon on {path} answered {reply.type!r} to a {request.__class__.__name__}")
+    if reply.type != "result":
+        raise DaemonLost(f"the daemon on {path} answered {reply.type!r} to a {op} request")
     return reply
 
 
 def read(path: Path, view: str, params: dict[str, Any], *, timeout: float) -> Any:
     """One read view's data; DaemonError (e.g. ``not_found``), NoDaemon or DaemonLost otherwise."""
-    return _single(path, ReadRequest(view=view, params=params), timeout).data
+    return _single(path, "read", timeout, view=view, params=params).data
 
 
 def cancel(path: Path, action_ids: list[str], *, timeout: float) -> Any:
-    return _single(path, CancelRequest(action_ids=action_ids), timeout).data
+    return _single(path, "cancel", timeout, action_ids=action_ids).data
 
 
 def status(path: Path, *, timeout: float) -> dict[str, Any]:
     """The daemon's own status (the unversioned ``status`` reply: ``{"ok": ..., "status": {...}}``)."""
     with Connection(path, timeout=timeout) as conn:
-        conn.send(StatusRequest())
+        conn.send(request_line("status"))
         data: dict[str, Any] = json.loads(conn.read_line(timeout))
     return data

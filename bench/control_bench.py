@@ -48,7 +48,7 @@ if str(REPO) not in sys.path:
 
 from agentctl.transport import Connection, DaemonLost, NoDaemon, status  # noqa: E402
 from agentd.paths import light_config  # noqa: E402
-from agentd.protocol import AckReply, SubmitRequest  # noqa: E402
+from agentd.protocol_client import request_line  # noqa: E402
 
 CONFIG = """
 [storage]
@@ -188,9 +188,9 @@ def socket_acks(path: Path, ids: list[str], samples: int) -> list[Sample]:
             sid = ids[i % len(ids)]
             kind = "pause" if (i // len(ids)) % 2 == 0 else "resume"
             sent = time.time()
-            conn.send(SubmitRequest(items=[{"kind": kind, "session_id": sid}], wait=True, timeout=30))
+            conn.send(request_line("submit", items=[{"kind": kind, "session_id": sid}], wait=True, timeout=30))
             for reply in conn.replies(60):
-                if isinstance(reply, AckReply):
+                if reply.type == "ack":
                     taken.append(Sample(reply.action_id, sent, time.time()))
                 if reply.type == "end":
                     break
