@@ -74,7 +74,7 @@ def _step(session_id: str, seq: int) -> StepRecord:
     return StepRecord(session_id=session_id, agent_id="a", shard=0, seq=seq, ts=utcnow(), text="x", state={"n": seq})
 
 
-def _session(session_id: str, note: str) -> SessionRecord:
+def _session(session_id: str, note: str, last_seq: int = 0) -> SessionRecord:
     now = utcnow()
     return SessionRecord(
         session_id=session_id,
@@ -83,9 +83,28 @@ def _session(session_id: str, note: str) -> SessionRecord:
         shard=0,
         status="running",
         context={"note": note},
+        last_seq=last_seq,
         created_at=now,
         updated_at=now,
     )
+
+
+class GatedAdds:
+    """The real steps table whose ``add`` number i waits for ``gates[i]`` (when there is one)."""
+
+    def __init__(self, table: Any, gates: int) -> None:
+        self._table = table
+        self.gates = [asyncio.Event() for _ in range(gates)]
+        self.calls = 0
+
+    async def add(self, data: Any) -> Any:
+        index, self.calls = self.calls, self.calls + 1
+        if index < len(self.gates):
+            await self.gates[index].wait()
+        return await self._table.add(data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._table, name)
 
 
 async def _note(store: Store, session_id: str) -> str | None:
@@ -136,6 +155,34 @@ def test_a_failed_sessions_commit_keeps_its_rows_and_newer_ones_win(db_uri: str)
             assert writer.stats.failures == 1 and gated.merges >= 2
         assert await _note(store, "s1") == "s1 new", "a retried old snapshot overwrote a newer one"
         assert await _note(store, "s2") == "s2 only", "a snapshot of the failed merge was lost"
+        assert [s.seq for s in await read_steps(store.steps, "s1")] == [1, 2]
+
+    run(scenario())
+
+
+def test_a_snapshot_never_reaches_the_table_before_its_step(db_uri: str) -> None:
+    """A snapshot submitted while a steps commit runs belongs to the next batch of steps: the
+    sessions commit that follows the running one must not carry it (found by the crash test:
+    a session row at seq 5 over steps ending at 4)."""
+
+    async def scenario() -> None:
+        store = await Store.open(db_uri, 4)
+        adds = store.steps = GatedAdds(store.steps, 2)  # type: ignore[assignment]
+        async with BatchingWriter(store, flush_interval=30) as writer:
+            first = await writer.submit([_step("s1", 1)], _session("s1", "one", last_seq=1))
+            flushed = asyncio.ensure_future(writer.wait_durable(first, timeout=10))
+            while adds.calls < 1:  # the first steps commit is running
+                await asyncio.sleep(0.01)
+            second = await writer.submit([_step("s1", 2)], _session("s1", "two", last_seq=2))
+            adds.gates[0].set()
+            await flushed  # seq 1 and its snapshot; the commit of seq 2 is held at its gate
+            record = await get_session(store.sessions, "s1")
+            assert [s.seq for s in await read_steps(store.steps, "s1")] == [1]
+            assert record is not None and record.last_seq == 1, "the snapshot of seq 2 went before its step"
+            adds.gates[1].set()
+            await writer.wait_durable(second, timeout=10)
+        record = await get_session(store.sessions, "s1")
+        assert record is not None and record.last_seq == 2
         assert [s.seq for s in await read_steps(store.steps, "s1")] == [1, 2]
 
     run(scenario())

@@ -262,25 +262,33 @@ class BatchingWriter:
     async def _flush(self, generation: int) -> None:
         """Commit the steps of ``generation`` and earlier, then start their sessions commit.
 
-        The snapshots wait in the buffer while a sessions commit is in flight (or backing off):
-        they go with a later generation, whose durability then covers this one.
+        Both buffers are taken at the same moment, before anything is awaited: a snapshot
+        submitted during the steps commit has its step in the next batch, and must not reach
+        the table before it. The snapshots wait in the buffer while a sessions commit is in
+        flight (or backing off): they go with a later generation, whose durability then covers
+        this one.
         """
         sessions_free = self._sessions_task is None and asyncio.get_running_loop().time() >= self._sessions_retry_at
-        take_snapshots = bool(len(self._snapshots)) and sessions_free
-        if (len(self._steps) or take_snapshots) and self.fence is not None:
-            await self.fence()
+        steps = snapshots = None
         if len(self._steps):
             steps, self._steps = self._steps, Columns(len(StepRecord.SCHEMA))
-            try:
+        if len(self._snapshots) and sessions_free:
+            snapshots, self._snapshots = self._snapshots, Columns(len(SessionRecord.SCHEMA), keyed=True)
+        try:
+            if (steps is not None or snapshots is not None) and self.fence is not None:
+                await self.fence()
+            if steps is not None:
                 await self._commit_steps(steps)
-            except BaseException:
-                for row in self._steps.rows():  # put the batch back in front of what came meanwhile
+        except BaseException:
+            if steps is not None and len(steps):  # put the batch back in front of what came meanwhile
+                for row in self._steps.rows():
                     steps.append(row)
                 self._steps = steps
-                raise
+            if snapshots is not None:
+                self._put_back(snapshots)
+            raise
         await self._mark_steps_durable(generation)
-        if take_snapshots:
-            snapshots, self._snapshots = self._snapshots, Columns(len(SessionRecord.SCHEMA), keyed=True)
+        if snapshots is not None:
             self._sessions_target = generation
             self._sessions_task = asyncio.create_task(self._commit_sessions(snapshots), name="sessions-commit")
         elif not len(self._snapshots):  # nothing of this generation is left outside a commit
@@ -288,6 +296,11 @@ class BatchingWriter:
                 self._sessions_target = generation
             else:
                 await self._mark_durable(generation)
+
+    def _put_back(self, snapshots: Columns) -> None:
+        """Snapshots that did not commit go back into the buffer, behind newer ones for the same session."""
+        for row in snapshots.rows():
+            self._snapshots.insert_older(row[_SESSION_ID], row)
 
     async def _commit_steps(self, steps: Columns) -> None:
         started = time.perf_counter()
@@ -323,8 +336,7 @@ class BatchingWriter:
         except Exception as exc:
             self._sessions_task = None
             self.stats.failures += 1
-            for row in snapshots.rows():
-                self._snapshots.insert_older(row[_SESSION_ID], row)
+            self._put_back(snapshots)
             if getattr(exc, "fatal", False):
                 await self._fail(exc)
                 return
