@@ -95,10 +95,12 @@ class GatedAdds:
     def __init__(self, table: Any, gates: int) -> None:
         self._table = table
         self.gates = [asyncio.Event() for _ in range(gates)]
+        self.entered = asyncio.Event()  # the first add is waiting at its gate
         self.calls = 0
 
     async def add(self, data: Any) -> Any:
         index, self.calls = self.calls, self.calls + 1
+        self.entered.set()
         if index < len(self.gates):
             await self.gates[index].wait()
         return await self._table.add(data)
@@ -171,8 +173,7 @@ def test_a_snapshot_never_reaches_the_table_before_its_step(db_uri: str) -> None
         async with BatchingWriter(store, flush_interval=30) as writer:
             first = await writer.submit([_step("s1", 1)], _session("s1", "one", last_seq=1))
             flushed = asyncio.ensure_future(writer.wait_durable(first, timeout=10))
-            while adds.calls < 1:  # the first steps commit is running
-                await asyncio.sleep(0.01)
+            await asyncio.wait_for(adds.entered.wait(), 10)  # the first steps commit is running
             second = await writer.submit([_step("s1", 2)], _session("s1", "two", last_seq=2))
             adds.gates[0].set()
             await flushed  # seq 1 and its snapshot; the commit of seq 2 is held at its gate

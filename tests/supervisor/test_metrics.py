@@ -47,6 +47,7 @@ def test_metrics_move_as_sessions_tick(tmp_path: Path) -> None:
         assert total(first, "agentd_workers_ready") == 2
         assert total(first, "agentd_worker_rss_bytes") > 10_000_000
         assert "agentd_action_queue_depth" in first
+        assert "agentd_action_queue_compactions_total" in first
         time.sleep(1.5)
         second = scrape(url)
         for name in ("agentd_ticks_total", "agentd_tick_duration_seconds_count", "agentd_writer_flush_rows_count"):
@@ -56,4 +57,25 @@ def test_metrics_move_as_sessions_tick(tmp_path: Path) -> None:
         with pytest.raises(urllib.error.HTTPError) as missing:
             urllib.request.urlopen(url.replace("/metrics", "/nope"), timeout=10)
         assert missing.value.code == 404
+        assert daemon.proc.poll() is None
+
+
+def test_the_daemon_compacts_the_actions_table_between_maintenance_passes(tmp_path: Path) -> None:
+    """Every action adds fragments to ``actions``; the supervisor compacts it once it has
+    ``[queue] compact_fragments`` (4 here); every create is still acknowledged done (the race
+    itself, claim against compaction, is tests/test_queue_compaction.py)."""
+    config = write_config(tmp_path)
+    env = {"AGENTD_QUEUE__COMPACT_FRAGMENTS": "4", "AGENTD_MAINTENANCE__ENABLED": "false"}
+    with running(config, tmp_path / "daemon.log", env=env) as daemon:
+        for batch in range(4):  # separate appends: fragments, claims and acknowledgements
+            create_jokes(daemon.settings, 2, prefix=f"c{batch}")
+        deadline = time.monotonic() + 30
+        status = daemon.status()
+        while time.monotonic() < deadline:
+            status = daemon.status()
+            if status and status["queue_compaction"] and status["queue_compaction"]["compactions"]:
+                break
+            time.sleep(0.3)
+        assert status is not None and status["queue_compaction"]["compactions"] >= 1, status
+        assert total(scrape(status["metrics"]), "agentd_action_queue_compactions_total") >= 1
         assert daemon.proc.poll() is None
