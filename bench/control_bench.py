@@ -198,9 +198,10 @@ def socket_acks(path: Path, ids: list[str], samples: int) -> list[Sample]:
 
 
 async def _phases(config: Path, taken: list[Sample]) -> dict[str, list[float]]:
-    """Where the server-side time goes, from the rows: sent -> row created (the supervisor's
-    append), -> claimed (wake + the claim's conditional update), -> step stamped (the session
-    applies it), -> ack received (steps commit + push)."""
+    """Where the server-side time goes, from the rows' timestamps: sent -> the action's row
+    stamped (the daemon parsed and validated it; the stamp comes before its append), -> claimed
+    (the append's commit, the wake; the claim is stamped before its conditional update), -> step
+    stamped (the claim's update, the session's turn), -> ack received (steps commit + push)."""
     from agentd.config import load_settings
     from agentd.store import Store
     from agentd.store.sql import sql_in
@@ -223,15 +224,15 @@ async def _phases(config: Path, taken: list[Sample]) -> dict[str, list[float]]:
             await store.steps.query().where(sql_in("action_id", ids)).select(["action_id", "ts"]).to_arrow()
         ).to_pylist()
     }
-    phases: dict[str, list[float]] = {"append": [], "claim": [], "apply": [], "commit+push": []}
+    phases: dict[str, list[float]] = {"stamp": [], "append+wake": [], "claim+apply": [], "commit+push": []}
     for t in taken:
         row, step = actions.get(t.action_id), steps.get(t.action_id)
         if row is None or row["claimed_at"] is None or step is None:
             continue
         created, claimed, applied = row["created_at"].timestamp(), row["claimed_at"].timestamp(), step.timestamp()
-        phases["append"].append((created - t.sent) * 1000)
-        phases["claim"].append((claimed - created) * 1000)
-        phases["apply"].append((applied - claimed) * 1000)
+        phases["stamp"].append((created - t.sent) * 1000)
+        phases["append+wake"].append((claimed - created) * 1000)
+        phases["claim+apply"].append((applied - claimed) * 1000)
         phases["commit+push"].append((t.acked - applied) * 1000)
     return phases
 

@@ -64,3 +64,22 @@ def spawn_module(module: str, *args: str, env: dict[str, str] | None = None, **k
     full_env = {**os.environ, **(env or {})}
     full_env["PYTHONPATH"] = os.pathsep.join([str(REPO), full_env.get("PYTHONPATH", "")])
     return subprocess.Popen([sys.executable, "-m", module, *args], env=full_env, **kwargs)
+
+
+def noted_session(session_id: str, note: str, last_seq: int = 0) -> Any:
+    """A running joke session's row whose context carries ``note`` (writer tests tell rows apart by it)."""
+    from agentd.store.sessions import SessionRecord
+    from agentd.timeutil import utcnow
+
+    now = utcnow()
+    return SessionRecord(
+        session_id=session_id,
+        agent_id="a",
+        agent_type="joke",
+        shard=0,
+        status="running",
+        context={"note": note},
+        last_seq=last_seq,
+        created_at=now,
+        updated_at=now,
+    )

@@ -11,11 +11,11 @@ import asyncio
 from typing import Any
 
 import pytest
-from helpers import run
+from helpers import noted_session, run
 
 from agentd.store import Store
 from agentd.store.commits import FencedWrite
-from agentd.store.sessions import SessionRecord, get_session
+from agentd.store.sessions import get_session
 from agentd.store.steps import StepRecord, read_steps
 from agentd.store.writer import BatchingWriter, WriterClosed
 from agentd.timeutil import utcnow
@@ -72,20 +72,6 @@ def test_a_value_the_storage_cannot_hold_is_repaired_and_the_rest_commits(db_uri
     run(scenario())
 
 
-def _session(session_id: str, note: str) -> SessionRecord:
-    now = utcnow()
-    return SessionRecord(
-        session_id=session_id,
-        agent_id="a",
-        agent_type="joke",
-        shard=0,
-        status="running",
-        context={"note": note},
-        created_at=now,
-        updated_at=now,
-    )
-
-
 def test_a_stale_writer_is_fenced_inside_the_sessions_write(db_uri: str) -> None:
     """Issue 11, finding 6: a replaced worker that passed the check-then-act fence still cannot
     overwrite the new owner's session row: the epoch condition is inside the conditional write."""
@@ -95,18 +81,18 @@ def test_a_stale_writer_is_fenced_inside_the_sessions_write(db_uri: str) -> None
         stale = BatchingWriter(store, flush_interval=0.05, epoch=100)
         owner = BatchingWriter(store, flush_interval=0.05, epoch=200)
         async with stale, owner:
-            await stale.wait_durable(await stale.submit(None, _session("s1", "old owner")), timeout=10)
-            await owner.wait_durable(await owner.submit(None, _session("s1", "new owner")), timeout=10)
-            generation = await stale.submit(None, _session("s1", "stale write"))
+            await stale.wait_durable(await stale.submit(None, noted_session("s1", "old owner")), timeout=10)
+            await owner.wait_durable(await owner.submit(None, noted_session("s1", "new owner")), timeout=10)
+            generation = await stale.submit(None, noted_session("s1", "stale write"))
             with pytest.raises(WriterClosed):
                 await stale.wait_durable(generation, timeout=10)
             assert isinstance(await asyncio.wait_for(stale.failed(), 5), FencedWrite)
             # The owner goes on writing; a newer epoch (the next owner) may replace its row.
-            await owner.wait_durable(await owner.submit(None, _session("s1", "owner again")), timeout=10)
+            await owner.wait_durable(await owner.submit(None, noted_session("s1", "owner again")), timeout=10)
         record = await get_session(store.sessions, "s1")
         assert record is not None and record.context["note"] == "owner again" and record.epoch == 200
         async with BatchingWriter(store, flush_interval=0.05, epoch=300) as successor:
-            await successor.wait_durable(await successor.submit(None, _session("s1", "successor")), timeout=10)
+            await successor.wait_durable(await successor.submit(None, noted_session("s1", "successor")), timeout=10)
         record = await get_session(store.sessions, "s1")
         assert record is not None and record.context["note"] == "successor" and record.epoch == 300
 

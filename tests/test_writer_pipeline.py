@@ -12,10 +12,10 @@ import asyncio
 from typing import Any
 
 import pytest
-from helpers import run
+from helpers import noted_session, run
 
 from agentd.store import Store
-from agentd.store.sessions import SessionRecord, get_session
+from agentd.store.sessions import get_session
 from agentd.store.steps import StepRecord, read_steps
 from agentd.store.writer import BatchingWriter
 from agentd.timeutil import utcnow
@@ -74,21 +74,6 @@ def _step(session_id: str, seq: int) -> StepRecord:
     return StepRecord(session_id=session_id, agent_id="a", shard=0, seq=seq, ts=utcnow(), text="x", state={"n": seq})
 
 
-def _session(session_id: str, note: str, last_seq: int = 0) -> SessionRecord:
-    now = utcnow()
-    return SessionRecord(
-        session_id=session_id,
-        agent_id="a",
-        agent_type="joke",
-        shard=0,
-        status="running",
-        context={"note": note},
-        last_seq=last_seq,
-        created_at=now,
-        updated_at=now,
-    )
-
-
 class GatedAdds:
     """The real steps table whose ``add`` number i waits for ``gates[i]`` (when there is one)."""
 
@@ -120,11 +105,11 @@ def test_a_step_commits_while_the_previous_sessions_commit_is_in_flight(db_uri: 
         gated = store.sessions = GatedMerges(store.sessions)  # type: ignore[assignment]
         writer = BatchingWriter(store, flush_interval=30)  # only waiters flush
         async with writer:
-            first = await writer.submit([_step("s1", 1)], _session("s1", "first"))
+            first = await writer.submit([_step("s1", 1)], noted_session("s1", "first"))
             await writer.wait_steps_durable(first, timeout=10)
             await asyncio.sleep(0.05)
             assert gated.running == 1, "the sessions commit of the first flush is in flight"
-            second = await writer.submit([_step("s1", 2)], _session("s1", "second"))
+            second = await writer.submit([_step("s1", 2)], noted_session("s1", "second"))
             # The old writer committed steps and sessions in series: this timed out.
             await writer.wait_steps_durable(second, timeout=5)
             assert [s.seq for s in await read_steps(store.steps, "s1")] == [1, 2]
@@ -133,7 +118,7 @@ def test_a_step_commits_while_the_previous_sessions_commit_is_in_flight(db_uri: 
             gated.gate.set()
             await writer.wait_durable(second, timeout=10)
             assert await _note(store, "s1") == "second"
-            third = await writer.submit(None, _session("s1", "third"))
+            third = await writer.submit(None, noted_session("s1", "third"))
         assert writer.current_generation > third  # close() committed the last snapshot
         assert await _note(store, "s1") == "third"
         assert gated.most_at_once == 1, "one sessions merge at a time (concurrent merges duplicate rows)"
@@ -146,10 +131,10 @@ def test_a_failed_sessions_commit_keeps_its_rows_and_newer_ones_win(db_uri: str)
         store = await Store.open(db_uri, 4)
         gated = store.sessions = GatedMerges(store.sessions, failures=1)  # type: ignore[assignment]
         async with BatchingWriter(store, flush_interval=30) as writer:
-            first = await writer.submit([_step("s1", 1)], _session("s1", "s1 old"))
-            await writer.submit(None, _session("s2", "s2 only"))
+            first = await writer.submit([_step("s1", 1)], noted_session("s1", "s1 old"))
+            await writer.submit(None, noted_session("s2", "s2 only"))
             await writer.wait_steps_durable(first, timeout=10)
-            newer = await writer.submit([_step("s1", 2)], _session("s1", "s1 new"))
+            newer = await writer.submit([_step("s1", 2)], noted_session("s1", "s1 new"))
             await writer.wait_steps_durable(newer, timeout=10)
             gated.gate.set()  # the first merge fails now; its rows go back behind the newer one
             await writer.wait_durable(newer, timeout=10)
@@ -171,10 +156,10 @@ def test_a_snapshot_never_reaches_the_table_before_its_step(db_uri: str) -> None
         store = await Store.open(db_uri, 4)
         adds = store.steps = GatedAdds(store.steps, 2)  # type: ignore[assignment]
         async with BatchingWriter(store, flush_interval=30) as writer:
-            first = await writer.submit([_step("s1", 1)], _session("s1", "one", last_seq=1))
+            first = await writer.submit([_step("s1", 1)], noted_session("s1", "one", last_seq=1))
             flushed = asyncio.ensure_future(writer.wait_durable(first, timeout=10))
             await asyncio.wait_for(adds.entered.wait(), 10)  # the first steps commit is running
-            second = await writer.submit([_step("s1", 2)], _session("s1", "two", last_seq=2))
+            second = await writer.submit([_step("s1", 2)], noted_session("s1", "two", last_seq=2))
             adds.gates[0].set()
             await flushed  # seq 1 and its snapshot; the commit of seq 2 is held at its gate
             record = await get_session(store.sessions, "s1")
