@@ -27,6 +27,25 @@ MAX_LINE: int = _SCHEMA["max_line"]
 # Keywords that only describe; anything else not handled below is a SchemaError (a model grew
 # a constraint this checker does not know: extend it, never skip it).
 _ANNOTATIONS = frozenset({"title", "description", "default", "$defs"})
+_KEYWORDS = frozenset(
+    {
+        "$ref",
+        "anyOf",
+        "const",
+        "enum",
+        "type",
+        "properties",
+        "required",
+        "additionalProperties",
+        "items",
+        "minItems",
+        "maxItems",
+        "minLength",
+        "maxLength",
+        "minimum",
+        "maximum",
+    }
+)
 _TYPES: dict[str, tuple[type, ...]] = {
     "string": (str,),
     "integer": (int,),
@@ -40,6 +59,27 @@ _TYPES: dict[str, tuple[type, ...]] = {
 
 class SchemaError(Exception):
     """The schema uses a keyword this checker does not implement (a bug, not bad input)."""
+
+
+def _known_keywords(schema: dict[str, Any], where: str) -> None:
+    """Every keyword in ``schema`` and the schemas inside it is one ``_check`` implements."""
+    unknown = set(schema) - _ANNOTATIONS - _KEYWORDS
+    if unknown:
+        raise SchemaError(f"{where}: unsupported schema keywords {sorted(unknown)}")
+    for group in ("properties", "$defs"):
+        for name, inner in schema.get(group, {}).items():
+            _known_keywords(inner, f"{where}.{name}")
+    for inner in schema.get("anyOf", ()):
+        _known_keywords(inner, where)
+    for key in ("items", "additionalProperties"):
+        if isinstance(schema.get(key), dict):
+            _known_keywords(schema[key], f"{where}.{key}")
+
+
+# Once, at import: a message is then only checked against what the schema says.
+for _group in ("requests", "replies"):
+    for _name, _schema in _SCHEMA[_group].items():
+        _known_keywords(_schema, f"{_group}.{_name}")
 
 
 class Message:
@@ -58,11 +98,6 @@ class Message:
 
     def dump(self) -> dict[str, Any]:
         return {k: v.dump() if isinstance(v, Message) else _dump_list(v) for k, v in self._fields.items()}
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Message) and self.dump() == other.dump()
-
-    __hash__ = None  # type: ignore[assignment]
 
     def __repr__(self) -> str:
         return f"Message({self.dump()!r})"
@@ -102,9 +137,6 @@ def _object(schema: dict[str, Any], data: dict[str, Any], defs: dict[str, Any], 
 
 def _check(schema: dict[str, Any], value: Any, defs: dict[str, Any], where: str) -> Any:
     """``value`` if it matches ``schema`` (defaults filled in, nested objects as Messages)."""
-    unknown = set(schema) - _ANNOTATIONS - _KEYWORDS
-    if unknown:
-        raise SchemaError(f"{where}: unsupported schema keywords {sorted(unknown)}")
     if "$ref" in schema:
         name = schema["$ref"].removeprefix("#/$defs/")
         return Message(_object(defs[name], value, defs, where))
@@ -168,24 +200,3 @@ def _bounds(schema: dict[str, Any], value: Any, where: str) -> None:
 def _short(value: Any) -> str:
     text = json.dumps(value) if not isinstance(value, Message) else repr(value)
     return text if len(text) <= 40 else text[:37] + "..."
-
-
-_KEYWORDS = frozenset(
-    {
-        "$ref",
-        "anyOf",
-        "const",
-        "enum",
-        "type",
-        "properties",
-        "required",
-        "additionalProperties",
-        "items",
-        "minItems",
-        "maxItems",
-        "minLength",
-        "maxLength",
-        "minimum",
-        "maximum",
-    }
-)

@@ -145,3 +145,6 @@ def test_readable_errors_and_nested_fields() -> None:
         protocol_client.parse_reply(b"{nope")
     with pytest.raises(ValueError, match=r"submit\.items: 0 items"):
         protocol_client.request_line("submit", items=[])
+    # A constraint the checker does not implement is refused when the schema loads, never skipped.
+    with pytest.raises(protocol_client.SchemaError, match=r"t\.name: unsupported schema keywords \['pattern'\]"):
+        protocol_client._known_keywords({"properties": {"name": {"type": "string", "pattern": "^a"}}}, "t")
