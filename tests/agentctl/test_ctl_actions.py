@@ -10,7 +10,7 @@ import asyncio
 import json
 from typing import Any
 
-from ctlkit import Ctl
+from ctlkit import Ctl, Daemon
 from helpers import wait_for
 
 from agentd.store import Store
@@ -139,6 +139,15 @@ def test_unknown_session_is_not_found(ctl: Ctl) -> None:
     assert shaped["error"].startswith("unknown session")
     assert "unknown session" in ctl("status", "no-such-session", code=3).stderr
     assert "unknown session" in ctl("steps", "no-such-session", code=3).stderr
+
+
+def test_creating_and_destroying_a_session_is_logged_by_the_daemon(ctl: Ctl, daemon: Daemon) -> None:
+    """Issue 13: the fleet's lifecycle shows in the daemon's log (other actions only at debug)."""
+    sid = ctl.create_joke("--interval", "30")
+    ctl.json("destroy", sid)
+    # Logged once the acknowledgement's row commits, a moment after the client got the push.
+    wait_for(lambda: f"session {sid} destroyed" in daemon.tail(2_000_000), 10, "the destroy in the daemon's log")
+    assert f"session {sid} created (agent {sid}, type joke)" in daemon.tail(2_000_000)
 
 
 def test_destroy_then_actions_are_rejected(ctl: Ctl) -> None:
