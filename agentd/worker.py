@@ -232,7 +232,9 @@ async def _serve(settings: Settings, args: argparse.Namespace) -> int:
             return
         async for message in channel.messages():
             if isinstance(message, Wake):
-                host.hint(_offered(message))
+                offered = _offered(message)
+                # Rows it could not hand over (too many, or not valid here) are found by a scan.
+                host.hint(offered, look=message.look or len(offered) < len(message.actions))
             elif isinstance(message, Stop):
                 break
         stop.set()  # stop message, or EOF: the supervisor is gone

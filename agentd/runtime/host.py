@@ -113,6 +113,7 @@ class SessionHost(CreatePath):
         self.watcher = ConversationWatcher(store, self._wake_conversation, interval=0.1)
         self._hint = asyncio.Event()
         self._offered: list[ActionRecord] = []  # rows handed over with wake hints, claimed first
+        self._look = True  # scan the table in the next turn (a wake without rows, or with more)
         self._fresh: set[str] = set()  # session ids a batch lookup found in neither table (creates)
         self._stopping = False
         self._ack_tasks: set[asyncio.Task[None]] = set()
@@ -139,6 +140,8 @@ class SessionHost(CreatePath):
             # this turn claims must start the next turn at once, not wait out the poll interval
             # (it did: the 500 ms tail of the control path).
             self._hint.clear()
+            look, self._look = self._look, False
+            scanned: list[ActionRecord] = []
             try:
                 async with asyncio.timeout(CLAIM_TIMEOUT):
                     if self.fence is not None:
@@ -146,12 +149,14 @@ class SessionHost(CreatePath):
                     # We own these shards: claims someone else holds in them are a dead
                     # predecessor's, taken over at once (the supervisor reaped it first).
                     offered, self._offered = self._offered, []
-                    # Rows handed over with the daemon's wake need no scan to be found; the
-                    # next turn of this loop claims the rest (if nothing was offered, now).
+                    # Rows handed over with the daemon's wake need no scan to be found. Nor does
+                    # a scan follow their claim unless the wake asks for one: it ran beside the
+                    # step commit of the action just claimed and made that commit 2-3 ms slower
+                    # (a full read of the claimable rows). The poll's scan finds what else waits.
                     actions = await self.queue.claim_offered(offered, self.shards) if offered else []
-                    if not actions:
-                        actions = await self.queue.claim(self.shards, takeover=True)
-                    actions = [a for a in actions if a.action_id not in self.claims]
+                    if look or not actions:
+                        scanned = await self.queue.claim(self.shards, takeover=True)
+                    actions = [a for a in actions + scanned if a.action_id not in self.claims]
                     for action in actions:
                         self.claims.hold(action)
                     applied = await self._applied_before(actions)
@@ -167,17 +172,22 @@ class SessionHost(CreatePath):
                     self._ack(action, _done(replayed_result(action, step)))
                 else:
                     self._dispatch(action)
-            if actions:
-                continue  # there may be more
+            if scanned:
+                continue  # the scan takes a batch at a time: there may be more
             try:
                 await asyncio.wait_for(self._hint.wait(), poll)
             except TimeoutError:
                 pass
 
-    def hint(self, offered: list[ActionRecord] | None = None) -> None:
-        """A wake hint: new actions may be waiting (``offered``: the rows, as the daemon appended them)."""
+    def hint(self, offered: list[ActionRecord] | None = None, *, look: bool = False) -> None:
+        """A wake hint: new actions may be waiting (``offered``: the rows, as the daemon appended them).
+
+        Without rows, or with ``look``, the next turn also scans the table for claimable rows.
+        """
         if offered:
             self._offered.extend(offered)
+        if look or not offered:
+            self._look = True
         self._hint.set()
 
     async def stop(self, timeout: float = 10.0) -> None:

@@ -248,7 +248,7 @@ class ControlAPI:
             if shards is None or shards.intersection(child.shards):
                 mine = set(child.shards)
                 rows = [r.model_dump(mode="json") for r in appended or () if r.shard in mine]
-                child.send_nowait(Wake(actions=rows[:MAX_OFFERED]))
+                child.send_nowait(Wake(actions=rows[:MAX_OFFERED], look=len(rows) > MAX_OFFERED))
 
     async def submit(self, request: SubmitRequest, reply: Reply) -> None:
         if self.sup.store is None or self.sup._stopping:

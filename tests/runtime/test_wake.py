@@ -52,3 +52,31 @@ def test_a_wake_during_a_slow_claim_scan_is_not_lost(db_uri: str, monkeypatch: p
             await until(lambda: h.host.runners["j1"].status == "paused", 5, "paused")
 
     asyncio.run(scenario())
+
+
+def test_a_wake_carrying_only_some_rows_makes_the_host_look_for_the_rest(db_uri: str) -> None:
+    """The daemon hands over at most MAX_OFFERED rows per wake and sets ``look`` when it appended
+    more; the rest must be claimed at once, not at the next poll (30 s here). Without ``look`` an
+    offered claim is not followed by a scan (it slowed the commit of the claimed action's step)."""
+
+    async def scenario() -> None:
+        settings = fast_settings(db_uri, queue={"poll_interval": 30.0})
+        async with hosted(settings) as h:
+            await h.create("j1")
+            await h.create("j2")
+            await asyncio.sleep(0.2)  # let the turn after the creates end: the next waits 30 s
+            first = await h.queue.enqueue("pause", "j1", {})
+            second = await h.queue.enqueue("pause", "j2", {})
+            h.host.hint([first])  # offered alone, no look: the second stays for the poll
+            done = await h.queue.wait(first.action_id, timeout=10)
+            assert done is not None and done.status == "done"
+            await asyncio.sleep(0.5)
+            waiting = await h.queue.get(second.action_id)
+            assert waiting is not None and waiting.status == "pending", "an offered claim was followed by a scan"
+            third = await h.queue.enqueue("resume", "j1", {})
+            h.host.hint([third], look=True)  # offered with look: the second is found too
+            for action in (second, third):
+                done = await h.queue.wait(action.action_id, timeout=5)
+                assert done is not None and done.status == "done", f"{action.kind} not claimed before the poll"
+
+    asyncio.run(scenario())
