@@ -25,6 +25,7 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,6 +49,8 @@ GAP_HOLD_SECONDS = 2.0
 # Pacing (rooms.Pacer): one wait for crowded outboxes, and all waits of one batch together.
 PACE_STEP = 0.05
 PACE_DEADLINE = 1.0
+# Rows decoded and offered at a time (StepTail.parts).
+PART_ROWS = 128
 # Per-session last seq remembered for the gap check (LRU); a forgotten session is not checked once.
 SEQ_CACHE_SIZE = 100_000
 # With at most this many subscribed sessions/agents, rows of others are not turned into records.
@@ -61,7 +64,8 @@ class TableTail:
     """Poll loop shared by both tails.
 
     Subclasses implement ``wanted``, ``prepare`` (read, may await), ``commit`` (decide what
-    goes out, no await) and ``dispatch`` (offer one chunk to the registry).
+    goes out, no await) and ``dispatch`` (offer one chunk to the registry); and may split a
+    prepared batch into ``parts`` (no await), each committed and offered before the next is made.
     """
 
     def __init__(
@@ -141,8 +145,8 @@ class TableTail:
         self._dispatching = upto
         self._retry_upto = upto  # if this poll fails, the next one ends here too (same exact split)
         try:
-            ready = self.commit(await self.prepare(after, upto))
-            await self._offer(ready, upto)
+            for part in self.parts(await self.prepare(after, upto)):
+                await self._offer(self.commit(part), upto)
         finally:
             self._dispatching = None
         self._retry_upto = None
@@ -192,6 +196,10 @@ class TableTail:
     async def prepare(self, after: int, upto: int) -> Any:
         raise NotImplementedError
 
+    def parts(self, batch: Any) -> Iterator[Any]:
+        """The prepared batch in the parts to commit and offer one after another (default: whole)."""
+        yield batch
+
     def commit(self, batch: Any) -> list[Any]:
         raise NotImplementedError
 
@@ -207,10 +215,15 @@ class _Held:
 
 @dataclass(slots=True)
 class _StepBatch:
-    # (session_id, min seq, max seq, row count) of every session in the range, subscribed or not.
-    summary: list[tuple[str, int, int, int]]
-    # Records of subscribed sessions, plus backfilled ones, by session.
+    # (session_id, max seq) of the sessions in the range with no row here (nobody subscribed):
+    # their remembered seq moves on.
+    passed: list[tuple[str, int]]
+    # Records by session: of subscribed sessions, plus backfilled ones.
     records: dict[str, list[StepRow]]
+    # Rows of subscribed sessions not decoded yet: ``StepTail.parts`` decodes them a part at a time.
+    rows: pa.Table | None = None
+    # Release the steps that earlier polls held back (in the first part of a poll only).
+    held: bool = True
 
 
 def _by_session(records: list[StepRow]) -> dict[str, list[StepRow]]:
@@ -294,6 +307,7 @@ class StepTail(TableTail):
         return pa.concat_tables(parts, promote_options="permissive")
 
     async def prepare(self, after: int, upto: int) -> _StepBatch:
+        """The range's rows of subscribed sessions, still encoded, and the repair reads of its gaps."""
         rows = await self._rows_between(after, upto)
         self.stats.rows += rows.num_rows
         if rows.num_rows == 0:
@@ -316,14 +330,38 @@ class StepTail(TableTail):
                 pc.is_in(rows.column("agent_id"), pa.array(sorted(agents), pa.string())),
             )
             rows = rows.filter(mask)
-        groups = _by_session(self._decode(rows))
+        present = set(rows.column("session_id").to_pylist())
+        passed: list[tuple[str, int]] = []
+        backfilled: dict[str, list[StepRow]] = {}
         for session_id, low, high, count in summary:
-            if session_id not in groups:
+            if session_id not in present:
+                passed.append((session_id, high))
                 continue
             last = self._last.get(session_id)
             if (last is not None and low > last + 1) or high - low + 1 != count:
-                groups[session_id] += await self._backfill(session_id, low if last is None else last, high, upto)
-        return _StepBatch(summary, groups)
+                backfilled[session_id] = await self._backfill(session_id, low if last is None else last, high, upto)
+        return _StepBatch(passed, backfilled, rows)
+
+    def parts(self, batch: _StepBatch) -> Iterator[_StepBatch]:
+        """Decode ``PART_ROWS`` rows at a time, each part offered before the next is decoded.
+
+        Turning rows into frames is most of a batch's cost (2-3 ms for the 500 steps of a tick
+        burst): the first subscribers get theirs while the rest is decoded. A session's rows
+        are in seq order in the table, so one spread over two parts goes out in order; its
+        backfilled rows go with the first part.
+        """
+        rows = batch.rows
+        if rows is None:
+            yield batch
+            return
+        for start in range(0, rows.num_rows, PART_ROWS):
+            groups = _by_session(self._decode(rows.slice(start, PART_ROWS)))
+            if start == 0:
+                for session_id, records in batch.records.items():
+                    groups.setdefault(session_id, []).extend(records)
+                yield _StepBatch(batch.passed, groups)
+            else:
+                yield _StepBatch([], groups, held=False)
 
     async def _backfill(self, session_id: str, low: int, high: int, upto: int) -> list[StepRow]:
         """Rows of the session in (low, high) committed at <= upto: the seq check's repair read."""
@@ -339,11 +377,10 @@ class StepTail(TableTail):
         return records
 
     def commit(self, batch: _StepBatch) -> list[StepRow]:
-        for session_id, _low, high, _count in batch.summary:
-            if session_id not in batch.records:
-                self._remember(session_id, high)
+        for session_id, high in batch.passed:
+            self._remember(session_id, high)
         ordered: list[StepRow] = []
-        sessions = sorted(set(batch.records) | set(self._held))
+        sessions = sorted(set(batch.records) | set(self._held)) if batch.held else sorted(batch.records)
         for session_id in sessions:
             ordered += self._release(session_id, batch.records.get(session_id, []))
         newest = max((r.ts_us for r in ordered), default=0)  # 0: none, or only unreadable rows

@@ -82,3 +82,53 @@ def test_hinted_versions_are_not_read_and_the_rest_are(db_uri: str) -> None:
             await writer.close()
 
     asyncio.run(scenario())
+
+
+def test_a_big_commit_goes_out_in_parts_every_step_once_and_in_order(db_uri: str) -> None:
+    """A tick burst's commit is decoded and offered ``PART_ROWS`` rows at a time (tailer.StepTail.parts).
+
+    One commit of 300 sessions' steps with a session whose three steps sit in three different
+    parts, and a session with a hole (seq 2 comes in the next commit): each session's steps
+    arrive once, in order, and the held one is released by the later commit.
+    """
+    from agentd.gateway.tailer import PART_ROWS
+
+    async def scenario() -> None:
+        store = await Store.open(db_uri, SHARDS)
+        committed: list[Committed] = []
+        writer = BatchingWriter(store, flush_interval=60, on_commit=committed.append)
+        writer.start()
+        crowd = [f"c{i:03d}" for i in range(300)]
+        assert len(crowd) > 2 * PART_ROWS
+        try:
+            async with hinted_gateway(db_uri) as (gw, supervisor):
+                client = await Recorder.open(gw.port)
+                await client.subscribe("run::a1::*")
+                await until(lambda: client.of_type("snapshot"), 10, "snapshot")
+                burst = []
+                for i, sid in enumerate(crowd):
+                    burst.append(step(sid, 1))
+                    if i in (0, PART_ROWS + 10, 2 * PART_ROWS + 10):  # "spread" in three parts
+                        burst.append(step("spread", 1 + (i > 0) + (i > PART_ROWS + 10)))
+                    if i == 5:
+                        burst.append(step("holed", 1))
+                    if i == 290:
+                        burst.append(step("holed", 3))
+                await writer.submit(burst)
+                await writer.flush()
+                supervisor.sendall(hint_line(committed[-1]))
+                await until(lambda: client.count("run::a1::*") == 304, 10, "the burst but the held step")
+                assert client.steps("run::a1::*")["holed"] == [1]
+                await writer.submit([step("holed", 2)])
+                await writer.flush()
+                supervisor.sendall(hint_line(committed[-1]))
+                await until(lambda: client.count("run::a1::*") == 306, 10, "the hole filled")
+                await asyncio.sleep(0.3)
+                assert_exact(client.steps("run::a1::*"), {**dict.fromkeys(crowd, 1), "spread": 3, "holed": 3})
+                stats = gw.stats.steps
+                assert (stats.reads, stats.hinted, stats.gaps_detected) == (0, 2, 1), "rows came from the hints"
+                await client.close()
+        finally:
+            await writer.close()
+
+    asyncio.run(scenario())
