@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import signal
 import socket
@@ -19,6 +20,8 @@ import sys
 from typing import Any
 
 __all__ = ["SpawnedProcess", "socket_for_child", "spawn_python"]
+
+log = logging.getLogger(__name__)
 
 
 class SpawnedProcess:
@@ -58,12 +61,14 @@ class SpawnedProcess:
 
 
 def spawn_python(
-    module: str, args: list[str], env: dict[str, str], *, fds: dict[int, int] | None = None
+    module: str, args: list[str], env: dict[str, str], *, fds: dict[int, int] | None = None, nice: int = 0
 ) -> SpawnedProcess:
     """Start ``python -m module args``; ``fds`` maps the child's fd numbers to ours (dup2).
 
     stdin is /dev/null unless ``fds`` gives fd 0. Our copies of the mapped fds stay open:
-    the caller closes them once the child has its own.
+    the caller closes them once the child has its own. ``nice`` lowers the child's CPU priority
+    (best effort), set before its interpreter has started a thread, so every thread it starts
+    (LanceDB's runtime) inherits it.
     """
     actions: list[tuple[Any, ...]] = []
     fds = fds or {}
@@ -73,6 +78,11 @@ def spawn_python(
         actions.append((os.POSIX_SPAWN_DUP2, source, target))
     argv = [sys.executable, "-m", module, *args]
     pid = os.posix_spawn(sys.executable, argv, env, file_actions=actions)
+    if nice:
+        try:
+            os.setpriority(os.PRIO_PROCESS, pid, os.getpriority(os.PRIO_PROCESS, 0) + nice)
+        except OSError as exc:  # gone already, or a platform without it: it runs at our priority
+            log.debug("cannot lower the priority of %s (pid %d): %s", module, pid, exc)
     return SpawnedProcess(pid)
 
 

@@ -23,7 +23,7 @@ from test_retention import NOW, _populate
 from agentd.config import RetentionConfig
 from agentd.store import Store
 from agentd.store.maintenance import MaintenanceReport, maintenance_loop
-from agentd.store.maintenance_child import MaintenanceChild
+from agentd.store.maintenance_child import MAINTENANCE_NICE, MaintenanceChild
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -47,6 +47,12 @@ def test_pass_runs_in_a_reused_child_and_deletes_there(db_uri: str) -> None:
             again = await child.run(cleanup_older_than=600, action_retention=None, retention=LIMITS)
             assert again.retention is not None and again.retention.steps_deleted == 0
             assert child.proc is not None and child.proc.pid == first and child.started == 1
+            # Background work: the child and every thread it started (LanceDB's) run below our
+            # priority, so control actions and ticks are not kept waiting behind a pass.
+            ours = os.getpriority(os.PRIO_PROCESS, 0)
+            tids = [int(t) for t in os.listdir(f"/proc/{first}/task")]
+            assert len(tids) > 1, "LanceDB's runtime threads are running"
+            assert {os.getpriority(os.PRIO_PROCESS, tid) for tid in tids} == {min(19, ours + MAINTENANCE_NICE)}
         finally:
             await child.close()
         assert child.proc is None
@@ -122,7 +128,7 @@ def _maintenance_children() -> list[int]:
 
 PARENT = """
 import asyncio, sys
-from agentd.store.maintenance_child import MaintenanceChild
+from agentd.store.maintenance_child import MAINTENANCE_NICE, MaintenanceChild
 async def main():
     child = MaintenanceChild(sys.argv[1], 16)
     await child.run(cleanup_older_than=600, action_retention=None, retention=None)
