@@ -9,7 +9,10 @@ Each figure is printed beside raw baselines taken in the same run (DESIGN.md §1
 - a whole ``agentctl pause``/``resume`` process with the daemon up: p50 and p99 over many runs,
   and the ratio to a bare interpreter start;
 - server side, submitted -> acknowledged durable: a client on the control socket (one ``submit``
-  of one pause/resume with ``wait``) timing the request line sent -> its ``ack`` received;
+  of one pause/resume with ``wait``) timing the request line sent -> its ``ack`` received, back
+  to back (the next request as soon as the previous ``ack`` came), then paced (one request every
+  100 ms on average, at random: a person or a script that does something between actions, so
+  each action meets the daemon's own background work but not the previous action's);
 - 50 agentctl processes at once, each pausing its own session: errors, duplicate actions, and
   whether every action is acknowledged (read back from the ``actions`` table);
 - ``agentctl create joke --count 10000``: the whole process, on top of the running sessions.
@@ -30,6 +33,7 @@ import argparse
 import asyncio
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -180,11 +184,15 @@ class Sample:
         return (self.acked - self.sent) * 1000
 
 
-def socket_acks(path: Path, ids: list[str], samples: int) -> list[Sample]:
-    """Submitted -> acknowledged durable, seen by a client on the socket (one action per request)."""
+def socket_acks(path: Path, ids: list[str], samples: int, pace: float = 0.0) -> list[Sample]:
+    """Submitted -> acknowledged durable, seen by a client on the socket (one action per request);
+    with ``pace``, a random pause averaging ``pace`` seconds before each request."""
     taken = []
+    gaps = random.Random(7)
     with Connection(path) as conn:
         for i in range(samples):
+            if pace:
+                time.sleep(gaps.expovariate(1 / pace))
             sid = ids[i % len(ids)]
             kind = "pause" if (i // len(ids)) % 2 == 0 else "resume"
             sent = time.time()
@@ -307,6 +315,7 @@ def main() -> None:
             pauses += timed_runs([*ctl, kind, ids[i // 2 % 50]], 1)
         taken = socket_acks(daemon.socket, ids[50:100], samples)
         server = [t.ms for t in taken]
+        paced = [t.ms for t in socket_acks(daemon.socket, ids[50:100], samples, pace=0.1)]
         phases = asyncio.run(_phases(config, taken))
         crowd = concurrent_processes(config, ids[100:150], 50)
         big_s, big_ids, big_code = create_count(config, big)
@@ -333,9 +342,10 @@ def main() -> None:
     row("`agentctl --version` (baseline)", version)
     row("raw LanceDB append, 1 row (baseline)", append, ratio=False, digits=1)
     row(f"whole `agentctl pause`/`resume` process, daemon up ({runs} runs)", pauses)
-    row(f"server side: submitted -> acknowledged durable ({samples} socket samples)", server, ratio=False)
+    row(f"server side: submitted -> acknowledged durable ({samples} socket samples, back to back)", server, ratio=False)
     for phase, values in phases.items():
         row(f"  of which {phase}", values, ratio=False, digits=1)
+    row(f"server side, paced: one request every 100 ms on average ({samples} socket samples)", paced, ratio=False)
     print()
     print(f"`agentctl create joke --count {sessions}`: {create_s:.1f} s wall, {len(ids)} acknowledged")
     print(f"`agentctl create joke --count {big}`: {big_s:.1f} s wall, {len(big_ids)} acknowledged, exit {big_code}")
