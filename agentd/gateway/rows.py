@@ -201,9 +201,12 @@ def decode_steps(rows: pa.Table, quarantine: Quarantine = QUARANTINE) -> tuple[l
     return out, new
 
 
+_END_OF_DATETIME_US = 253_402_300_800_000_000  # 10000-01-01T00:00:00Z
+
+
 def _stamps(micros: list[int | None]) -> list[str | None]:
     """Each ``ts`` as a body writes it (to the second, then ``.ffffff`` unless zero), or None to
-    leave the row to the model's path (no value, or before 1970).
+    leave the row to the model's path (no value, before 1970, or past what a datetime holds).
 
     Each second is formatted once: a commit's steps share a few seconds. Arrow's ``strftime``
     kernel took 0.4 ms for a 500-row commit, this 0.1 ms.
@@ -211,7 +214,7 @@ def _stamps(micros: list[int | None]) -> list[str | None]:
     seconds: dict[int, str] = {}
     out: list[str | None] = []
     for us in micros:
-        if us is None or us < 0:
+        if us is None or not 0 <= us < _END_OF_DATETIME_US:
             out.append(None)
             continue
         second, fraction = divmod(us, 1_000_000)

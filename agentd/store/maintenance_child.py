@@ -45,9 +45,9 @@ log = logging.getLogger("agentd.store.maintenance_child")
 CHILD_MAX_RSS = 512 << 20
 # The child's CPU priority below the supervisor's (nice steps). A pass compacts and indexes for
 # about half a second every ``[maintenance] interval``, and starting a child costs about a
-# CPU-second: at the same priority, on two cores, control actions that came meanwhile waited
-# behind it (p99 from ~50 to 65-85 ms). At +10 it gets about a tenth of a contended core and
-# all of an idle one, so passes still run under full load, only slower.
+# CPU-second: at the same priority, on two cores, control actions and ticks that came meanwhile
+# shared the CPU with it equally. At +10 it gets about a tenth of a contended core and all of an
+# idle one, so passes still run under full load, only slower.
 MAINTENANCE_NICE = 10
 
 
