@@ -37,9 +37,10 @@ from agentd.gateway.metrics import GatewayMetrics
 from agentd.gateway.protocol import RESTART_REASON, CloseCodes
 from agentd.gateway.read_api import ReadApi
 from agentd.gateway.rooms import RoomRegistry
+from agentd.gateway.step_tail import StepTail
 from agentd.gateway.subscriber import Connection
 from agentd.gateway.subscription import GatewayContext
-from agentd.gateway.tailer import MessageTail, StepTail
+from agentd.gateway.tailer import MessageTail
 from agentd.gateway.web import QuietHttpLog, route
 from agentd.protocol import MAX_LINE, CommitHint, parse_parent_message
 from agentd.store import Store, StoreError

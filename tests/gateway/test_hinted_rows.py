@@ -85,13 +85,13 @@ def test_hinted_versions_are_not_read_and_the_rest_are(db_uri: str) -> None:
 
 
 def test_a_big_commit_goes_out_in_parts_every_step_once_and_in_order(db_uri: str) -> None:
-    """A tick burst's commit is decoded and offered ``PART_ROWS`` rows at a time (tailer.StepTail.parts).
+    """A tick burst's commit is decoded and offered ``PART_ROWS`` rows at a time (step_tail.StepTail.parts).
 
     One commit of 300 sessions' steps with a session whose three steps sit in three different
     parts, and a session with a hole (seq 2 comes in the next commit): each session's steps
     arrive once, in order, and the held one is released by the later commit.
     """
-    from agentd.gateway.tailer import PART_ROWS
+    from agentd.gateway.step_tail import PART_ROWS
 
     async def scenario() -> None:
         store = await Store.open(db_uri, SHARDS)
@@ -139,7 +139,7 @@ def test_a_session_whose_rows_come_out_of_seq_order_in_a_big_range_misses_none(d
     follows the hinted ones. Here "new" has seq 1 in the read-back version and seq 2 first in a
     hinted one of more than a part: split over two parts, seq 2 went out first and seq 1 was then
     dropped as already passed (the long chaos run, seed 20261201: a subscriber got 2 after 0)."""
-    from agentd.gateway.tailer import PART_ROWS
+    from agentd.gateway.step_tail import PART_ROWS
 
     async def scenario() -> None:
         store = await Store.open(db_uri, SHARDS)

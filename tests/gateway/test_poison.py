@@ -11,7 +11,7 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
-from agentd.gateway.tailer import GAP_HOLD_SECONDS
+from agentd.gateway.step_tail import GAP_HOLD_SECONDS
 from agentd.ids import shard_for
 from agentd.store import Store
 from agentd.timeutil import utcnow

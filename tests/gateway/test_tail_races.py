@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-import agentd.gateway.tailer as tailer
+import agentd.gateway.step_tail as step_tail
 from agentd.store import Store
 from agentd.store.conversations import MessageRecord, insert_messages
 from agentd.store.steps import StepRecord
@@ -32,7 +32,7 @@ pytestmark = pytest.mark.timeout(90)
 def test_a_subscribe_during_a_backfill_read_misses_nothing(db_uri: str, monkeypatch: pytest.MonkeyPatch) -> None:
     backfilling = asyncio.Event()
     release = asyncio.Event()
-    real_read = tailer.read_steps_between_versions
+    real_read = step_tail.read_steps_between_versions
 
     async def slow_backfill(table: Any, after: int, upto: int, where: str | None = None) -> Any:
         if where is not None and "seq >" in where:  # the backfill's read, not the tail's
@@ -40,7 +40,7 @@ def test_a_subscribe_during_a_backfill_read_misses_nothing(db_uri: str, monkeypa
             await release.wait()
         return await real_read(table, after, upto, where=where)
 
-    monkeypatch.setattr(tailer, "read_steps_between_versions", slow_backfill)
+    monkeypatch.setattr(step_tail, "read_steps_between_versions", slow_backfill)
 
     async def scenario() -> None:
         store = await Store.open(db_uri, SHARDS)
