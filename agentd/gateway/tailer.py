@@ -12,7 +12,9 @@ Exactness: a batch (W, v] goes to the subscriptions registered below v (``rooms.
 moment it is chosen (before it is read) until it is offered the tail's ``watermark`` reads v, so
 a subscription registered meanwhile reads it in its snapshot instead. ``prepare()`` awaits but
 changes no tail state, so a failed poll leaves the watermark where it was and the same range
-(ending at the same v, which such a subscription's snapshot covers) is read again.
+(ending at the same v, which such a subscription's snapshot covers) is read again. A batch
+offered in ``parts`` that fails after some went out is read again too; the steps tail's seq
+check drops what those parts delivered already.
 """
 
 from __future__ import annotations
