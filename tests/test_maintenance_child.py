@@ -128,7 +128,7 @@ def _maintenance_children() -> list[int]:
 
 PARENT = """
 import asyncio, sys
-from agentd.store.maintenance_child import MAINTENANCE_NICE, MaintenanceChild
+from agentd.store.maintenance_child import MaintenanceChild
 async def main():
     child = MaintenanceChild(sys.argv[1], 16)
     await child.run(cleanup_older_than=600, action_retention=None, retention=None)
