@@ -169,7 +169,8 @@ class StepTail(TableTail):
         self.stats.rows += rows.num_rows
         if rows.num_rows == 0:
             return _StepBatch([], {})
-        summary = _seq_summary(rows.column("session_id").to_pylist(), rows.column("seq").to_pylist())
+        session_ids = rows.column("session_id").to_pylist()
+        summary = _seq_summary(session_ids, rows.column("seq").to_pylist())
         wanted = self.registry.step_filter(FILTER_LIMIT)
         if wanted is not None:
             sessions, agents = wanted
@@ -178,7 +179,8 @@ class StepTail(TableTail):
                 pc.is_in(rows.column("agent_id"), pa.array(sorted(agents), pa.string())),
             )
             rows = rows.filter(mask)
-        present = set(rows.column("session_id").to_pylist())
+            session_ids = rows.column("session_id").to_pylist()
+        present = set(session_ids)
         passed: list[tuple[str, int]] = []
         backfilled: dict[str, list[StepRow]] = {}
         for session_id, low, high, count in summary:
