@@ -95,9 +95,11 @@ class Daemon:
             time.sleep(0.1)
         raise AssertionError(f"daemon not ready after {timeout}s: {self.tail()}")
 
-    def workers(self) -> dict[int, dict[str, Any]]:
-        status = self.status()
-        assert status is not None
+    def workers(self, status: dict[str, Any] | None = None) -> dict[int, dict[str, Any]]:
+        """The worker slots of ``status`` (by default, asked for now: the daemon must answer)."""
+        if status is None:
+            status = self.status()
+            assert status is not None
         return {c["index"]: c for c in status["children"] if c["role"] == "worker"}
 
     def signal(self, signum: int) -> None:

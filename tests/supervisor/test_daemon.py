@@ -107,7 +107,9 @@ def test_crash_loop_stops_the_daemon_non_zero(tmp_path: Path) -> None:
             os.kill(pid, signal.SIGKILL)
             deadline = time.monotonic() + 20
             while time.monotonic() < deadline and daemon.proc.poll() is None:
-                workers = daemon.workers() if daemon.status() else {}
+                # One status read: the daemon may stop (what this test waits for) between two.
+                status = daemon.status()
+                workers = daemon.workers(status) if status else {}
                 if workers.get(0, {}).get("pid") not in (None, pid) and workers[0]["ready"]:
                     break
                 time.sleep(0.1)
