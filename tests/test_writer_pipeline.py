@@ -172,3 +172,44 @@ def test_a_snapshot_never_reaches_the_table_before_its_step(db_uri: str) -> None
         assert [s.seq for s in await read_steps(store.steps, "s1")] == [1, 2]
 
     run(scenario())
+
+
+def test_flushes_forced_by_step_waiters_leave_the_snapshots_to_the_interval(db_uri: str) -> None:
+    """Every control action forces a flush for its step; a sessions merge after each one cost the
+    workers more CPU than the actions themselves. The snapshots wait for the interval, or for
+    someone who asks for full durability."""
+
+    async def scenario() -> None:
+        store = await Store.open(db_uri, 4)
+        gated = store.sessions = GatedMerges(store.sessions)  # type: ignore[assignment]
+        gated.gate.set()
+        async with BatchingWriter(store, flush_interval=30) as writer:  # only waiters flush
+            first = await writer.submit([_step("s1", 1)], noted_session("s1", "1"))
+            await writer.wait_durable(first, timeout=10)  # the first snapshots are due at once
+            assert gated.merges == 1
+            last = first
+            for seq in range(2, 7):
+                last = await writer.submit([_step("s1", seq)], noted_session("s1", str(seq)))
+                await writer.wait_steps_durable(last, timeout=10)
+            assert [s.seq for s in await read_steps(store.steps, "s1")] == [1, 2, 3, 4, 5, 6]
+            assert gated.merges == 1, "a step waiter's flush merged the snapshots too"
+            with pytest.raises(TimeoutError):  # a patient waiter forces nothing
+                await writer.wait_durable(last, timeout=0.3, urgent=False)
+            assert gated.merges == 1 and await _note(store, "s1") == "1"
+            await writer.wait_durable(last, timeout=10)  # an urgent one does, and gets the newest
+            assert gated.merges == 2 and await _note(store, "s1") == "6"
+
+    run(scenario())
+
+
+def test_a_patient_durability_waiter_is_answered_by_the_next_regular_flush(db_uri: str) -> None:
+    async def scenario() -> None:
+        store = await Store.open(db_uri, 4)
+        async with BatchingWriter(store, flush_interval=0.2) as writer:
+            await writer.wait_durable(await writer.submit(None, noted_session("s1", "old")), timeout=10)
+            generation = await writer.submit([_step("s1", 1)], noted_session("s1", "new"))
+            await writer.wait_steps_durable(generation, timeout=10)
+            await writer.wait_durable(generation, timeout=10, urgent=False)
+            assert await _note(store, "s1") == "new"
+
+    run(scenario())

@@ -358,8 +358,8 @@ class SessionHost(CreatePath):
             faults.hit("after-effect", action.kind)
             if early:
                 self._push_early(action, result)
-                try:
-                    await self.writer.wait_durable(generation)
+                try:  # the client has its answer: the snapshot may go with the next regular flush
+                    await self.writer.wait_durable(generation, urgent=False)
                 except WriterClosed:  # fenced out: the step is in; the next owner finds it and acknowledges it
                     return
         except asyncio.CancelledError:

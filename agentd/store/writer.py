@@ -15,6 +15,10 @@ that its client is answered, never waits behind the previous flush's snapshots. 
 commit at a time (concurrent merges of one table duplicate rows, LANCEDB.md); snapshots
 submitted meanwhile wait for the next one, coalesced.
 
+A flush forced by a step waiter (every control action) commits the steps only: snapshots go
+once per ``flush_interval``, or at once for an urgent ``wait_durable``. A merge per action cost
+the workers more CPU than the actions themselves (32 merges/s instead of 8, back to back).
+
 Durability is observable: ``submit()`` returns a flush generation and ``wait_durable(gen)``
 returns once that generation is committed (steps and snapshots), ``wait_steps_durable(gen)``
 once its steps are, so an action is acknowledged only after the state change it caused is on
@@ -110,6 +114,7 @@ class BatchingWriter:
         self._sessions_backoff = 0.0  # after a failed sessions commit: seconds before the next
         self._sessions_retry_at = 0.0  # loop time before which no sessions commit starts
         self._durable_wanted = 0  # the newest generation someone waits to be fully durable
+        self._sessions_started = float("-inf")  # loop time the last sessions commit started
         self._closing = False
         self._error: BaseException | None = None
 
@@ -171,10 +176,15 @@ class BatchingWriter:
             self._room.clear()
         return self._generation
 
-    async def wait_durable(self, generation: int, timeout: float | None = None) -> None:
-        """Return once everything submitted in ``generation`` is committed."""
-        self._durable_wanted = max(self._durable_wanted, generation)
-        await self._wait(lambda: self._durable, generation, timeout)
+    async def wait_durable(self, generation: int, timeout: float | None = None, *, urgent: bool = True) -> None:
+        """Return once everything submitted in ``generation`` is committed.
+
+        ``urgent=False`` waits for the flushes that come anyway (within ``flush_interval``)
+        instead of forcing one: for work that follows a client's answer, not in front of it.
+        """
+        if urgent:
+            self._durable_wanted = max(self._durable_wanted, generation)
+        await self._wait(lambda: self._durable, generation, timeout, urgent)
 
     async def wait_steps_durable(self, generation: int, timeout: float | None = None) -> None:
         """Return once the steps submitted in ``generation`` are committed.
@@ -184,13 +194,14 @@ class BatchingWriter:
         """
         await self._wait(lambda: self._steps_durable, generation, timeout)
 
-    async def _wait(self, durable: Callable[[], int], generation: int, timeout: float | None) -> None:
-        self._wake.set()  # someone is waiting: do not sit out the interval
+    async def _wait(self, durable: Callable[[], int], gen: int, timeout: float | None, wake: bool = True) -> None:
+        if wake:
+            self._wake.set()  # someone is waiting: do not sit out the interval
 
         async def until() -> None:
             async with self._durable_changed:
-                await self._durable_changed.wait_for(lambda: durable() >= generation or self._error is not None)
-            if durable() < generation and self._error is not None:
+                await self._durable_changed.wait_for(lambda: durable() >= gen or self._error is not None)
+            if durable() < gen and self._error is not None:
                 raise WriterClosed(f"the writer failed: {self._error}")
 
         await asyncio.wait_for(until(), timeout)
@@ -265,14 +276,20 @@ class BatchingWriter:
         Both buffers are taken at the same moment, before anything is awaited: a snapshot
         submitted during the steps commit has its step in the next batch, and must not reach
         the table before it. The snapshots wait in the buffer while a sessions commit is in
-        flight (or backing off): they go with a later generation, whose durability then covers
-        this one.
+        flight (or backing off) or until they are due (module docstring): they go with a later
+        generation, whose durability then covers this one.
         """
-        sessions_free = self._sessions_task is None and asyncio.get_running_loop().time() >= self._sessions_retry_at
+        now = asyncio.get_running_loop().time()
+        take_snapshots = (self._sessions_task is None and now >= self._sessions_retry_at) and (
+            self._closing
+            or self._durable_wanted > self._durable  # someone waits for them
+            or now >= self._sessions_started + self.flush_interval
+            or len(self._snapshots) >= self.flush_max_rows
+        )
         steps = snapshots = None
         if len(self._steps):
             steps, self._steps = self._steps, Columns(len(StepRecord.SCHEMA))
-        if len(self._snapshots) and sessions_free:
+        if len(self._snapshots) and take_snapshots:
             snapshots, self._snapshots = self._snapshots, Columns(len(SessionRecord.SCHEMA), keyed=True)
         try:
             if (steps is not None or snapshots is not None) and self.fence is not None:
@@ -289,6 +306,7 @@ class BatchingWriter:
             raise
         await self._mark_steps_durable(generation)
         if snapshots is not None:
+            self._sessions_started = now
             self._sessions_target = generation
             self._sessions_task = asyncio.create_task(self._commit_sessions(snapshots), name="sessions-commit")
         elif not len(self._snapshots):  # nothing of this generation is left outside a commit
