@@ -17,9 +17,25 @@ import pyarrow as pa
 from agentd.store.records import Record
 from agentd.store.sql import sql_str
 
-__all__ = ["FencedWrite", "landed", "to_arrow", "upsert_sessions"]
+__all__ = ["FencedWrite", "append_versioned", "landed", "to_arrow", "upsert_sessions"]
 
 log = logging.getLogger("agentd.store.writer")
+
+
+async def append_versioned(table: Any, data: pa.Table) -> int | None:
+    """Append ``data``; return the table version holding its rows, or None when that is unsure.
+
+    LanceDB's ``add()`` reports the table's latest version once the commit is done, and when
+    another process commits right after ours that is *its* version (seen: 2 adds in 900 with three
+    processes appending; two commits then report one version). The gateway files a commit
+    hint's rows under the version it names, so a wrong one delivers one batch twice and another
+    never (the long chaos run: a subscriber got seq 2 right after 0). Only a report of exactly
+    one version past the one read before the append is certainly ours; otherwise the hint goes
+    without rows and the gateway reads the version from the table.
+    """
+    before = int(await table.version())
+    reported = int((await table.add(data)).version)
+    return reported if reported == before + 1 else None
 
 
 async def landed(table: Any, data: pa.Table) -> bool:

@@ -36,7 +36,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from agentd.store.commits import landed, to_arrow, upsert_sessions
+from agentd.store.commits import append_versioned, landed, to_arrow, upsert_sessions
 from agentd.store.db import Store
 from agentd.store.sessions import SessionRecord
 from agentd.store.steps import StepRecord
@@ -54,7 +54,7 @@ log = logging.getLogger(__name__)
 @dataclass(slots=True, frozen=True)
 class Committed:
     """One committed batch of steps: its sessions, the ``steps`` version it created (None when
-    the commit reported an error but landed), and the rows exactly as committed."""
+    that is unsure: ``append_versioned``, or an error although it landed), and the rows exactly as committed."""
 
     sessions: list[str]
     version: int | None
@@ -326,7 +326,7 @@ class BatchingWriter:
         data = to_arrow(StepRecord, steps.columns)
         version: int | None = None
         try:
-            version = (await self.store.steps.add(data)).version
+            version = await append_versioned(self.store.steps, data)
         except Exception as exc:
             # The commit may have landed although we saw an error (object storage, a lost
             # reply): appending again would duplicate every seq of the batch.
