@@ -135,6 +135,11 @@ class BatchingWriter:
         return self._generation
 
     @property
+    def _snapshots_wanted(self) -> bool:
+        """Someone waits for the buffered snapshots: an urgent ``wait_durable``, or the close."""
+        return self._closing or self._durable_wanted > self._durable
+
+    @property
     def buffered(self) -> int:
         return len(self._steps) + len(self._snapshots)
 
@@ -281,8 +286,7 @@ class BatchingWriter:
         """
         now = asyncio.get_running_loop().time()
         take_snapshots = (self._sessions_task is None and now >= self._sessions_retry_at) and (
-            self._closing
-            or self._durable_wanted > self._durable  # someone waits for them
+            self._snapshots_wanted
             or now >= self._sessions_started + self.flush_interval
             or len(self._snapshots) >= self.flush_max_rows
         )
@@ -370,7 +374,7 @@ class BatchingWriter:
         self._sessions_backoff = 0.0
         self._recorded(started, 0, count, flush=False)
         await self._mark_durable(self._sessions_target)
-        if len(self._snapshots) and (self._closing or self._durable_wanted > self._durable):
+        if len(self._snapshots) and self._snapshots_wanted:
             self._wake.set()  # someone waits for the snapshots that came meanwhile
 
     def _recorded(self, started: float, steps: int, snapshots: int, *, flush: bool) -> None:
