@@ -24,7 +24,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -130,7 +130,18 @@ class MaintenanceConfig(_Section):
     enabled: bool = True
     interval: float = Field(20.0, gt=0, description="seconds between maintenance passes")
     cleanup_older_than: float = Field(
-        600.0, ge=600, description="keep table versions this long (readers may still use them)"
+        600.0, ge=600, description="keep table versions at most this long (readers may still use them)"
+    )
+    keep_versions: int = Field(
+        1000,
+        ge=0,
+        description="keep about this many old versions of a busy table, not the whole window (0: by age only)",
+    )
+    min_version_age: float = Field(
+        60.0,
+        ge=5,
+        description="but never shorter than this many seconds: above any operation in flight, and above "
+        "[daemon] heartbeat_timeout (a worker stopped mid-commit for longer is killed, never resumed)",
     )
 
 
@@ -234,6 +245,19 @@ class Settings(BaseSettings):
     metrics: MetricsConfig = MetricsConfig()
     llm: LLMConfig = LLMConfig()
     logging: LoggingConfig = LoggingConfig()
+
+    @model_validator(mode="after")
+    def _versions_outlive_a_stopped_worker(self) -> Settings:
+        # A prune of versions an operation still uses can lose a commit that already reported
+        # success (tests/test_version_window.py shows it): no process may come back from being
+        # stopped mid-operation after its versions are gone. A hung worker is killed after
+        # heartbeat_timeout, so the versions must outlive that.
+        if self.maintenance.min_version_age <= self.daemon.heartbeat_timeout:
+            raise ValueError(
+                f"[maintenance] min_version_age ({self.maintenance.min_version_age:g}) must be greater than "
+                f"[daemon] heartbeat_timeout ({self.daemon.heartbeat_timeout:g})"
+            )
+        return self
 
     @classmethod
     def settings_customise_sources(

@@ -227,3 +227,15 @@ def test_config_check_output_loads_back_unchanged(tmp_path: Path) -> None:
     full_printed = _check_toml(["--config", str(full)])
     assert "[llm.options]" in full_printed and "[llm.options.headers]" in full_printed
     assert 'options = "' not in full_printed and "allowed_origins = [" in full_printed
+
+
+def test_versions_must_outlive_a_hung_worker(tmp_path: Path) -> None:
+    path = tmp_path / "short.toml"
+    path.write_text("[maintenance]\nmin_version_age = 30\n[daemon]\nheartbeat_timeout = 45\n")
+    with pytest.raises(ConfigError) as info:
+        load_settings(path)
+    message = str(info.value)
+    assert "min_version_age (30) must be greater than [daemon] heartbeat_timeout (45)" in message
+    path.write_text("[maintenance]\nmin_version_age = 30\nkeep_versions = 200\n")
+    settings = load_settings(path)
+    assert (settings.maintenance.min_version_age, settings.maintenance.keep_versions) == (30, 200)

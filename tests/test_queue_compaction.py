@@ -7,11 +7,15 @@ never costs an action (the update wins, the compaction is tried again) and keeps
 from __future__ import annotations
 
 import asyncio
+import os
+import time
+from pathlib import Path
 
 from helpers import run
 
 from agentd.queue import ActionQueue
 from agentd.store import Store
+from agentd.store.version_window import VersionWindow
 from agentd.supervision.queue_compaction import QueueCompactor
 
 
@@ -94,5 +98,62 @@ def test_no_compaction_while_a_maintenance_pass_runs(db_uri: str) -> None:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         assert compactor.compactions >= 1
+
+    run(scenario())
+
+
+def test_the_compaction_prunes_old_versions_to_the_window(db_uri: str) -> None:
+    async def scenario() -> None:
+        store = await Store.open(db_uri, 4)
+        queue = ActionQueue(store.actions, 4)
+        versions = VersionWindow(keep_versions=10, min_age=0.3, max_age=600)
+        compactor = QueueCompactor(store.actions, max_fragments=4, versions=versions)
+        for i in range(30):
+            await queue.append_many([queue.new_action("pause", f"s-{i}")])
+        assert await compactor.once(), "first compaction: no rate yet, nothing pruned"
+        before = len(os.listdir(Path(db_uri) / "actions.lance" / "_versions"))
+        for i in range(30):
+            await queue.append_many([queue.new_action("resume", f"s-{i}")])
+        await asyncio.sleep(0.4)
+        assert await compactor.once()
+        after = len(os.listdir(Path(db_uri) / "actions.lance" / "_versions"))
+        assert after < before, f"{before} versions before, {after} after"
+        assert await store.actions.count_rows() == 60
+
+    run(scenario())
+
+
+def test_a_preempted_compaction_is_tried_again_within_a_tenth_of_the_interval(db_uri: str) -> None:
+    async def scenario() -> None:
+        store = await Store.open(db_uri, 4)
+        queue = ActionQueue(store.actions, 4, claimer="worker-0@1", epoch=1)
+        compactor = QueueCompactor(store.actions, max_fragments=2, interval=2.0)
+        attempts: list[tuple[float, str]] = []
+        once = compactor.once
+
+        async def timed_once() -> bool:
+            before = (compactor.compactions, compactor.preempted)
+            done = await once()
+            after = (compactor.compactions, compactor.preempted)
+            outcome = "compacted" if after[0] > before[0] else "preempted" if after[1] > before[1] else "none"
+            attempts.append((time.monotonic(), outcome))
+            return done
+
+        compactor.once = timed_once  # type: ignore[method-assign]
+        task = asyncio.create_task(compactor.run())
+        try:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and not any(
+                o == "preempted" for _, o in attempts[:-1]
+            ):  # a stream of claims and acknowledgements until one compaction lost and another came after
+                row = queue.new_action("pause", "s-1")
+                await queue.append_many([row])
+                [won] = await queue.claim_offered([row], range(4))
+                await queue.complete(won, {})
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        lost = next(i for i, (_, o) in enumerate(attempts[:-1]) if o == "preempted")
+        assert attempts[lost + 1][0] - attempts[lost][0] < 1.0, attempts
 
     run(scenario())

@@ -34,6 +34,7 @@ from agentd.store.actions import purge_finished_actions
 from agentd.store.db import TABLES, Store
 from agentd.store.retention import RetentionLimits, RetentionReport, apply_retention
 from agentd.store.spec import TableSpec
+from agentd.store.version_window import VersionWindow
 
 __all__ = ["MaintenanceReport", "TableReport", "ensure_indexes", "maintenance_loop", "run_maintenance"]
 
@@ -47,6 +48,7 @@ class TableReport:
     fragments_removed: int = 0
     fragments_added: int = 0
     versions_removed: int = 0
+    kept_seconds: float = 0.0  # the age window this pass pruned with
     indexes_created: list[str] = field(default_factory=list)
     skipped: str | None = None
 
@@ -69,6 +71,7 @@ class MaintenanceReport:
                     "ms": round(t.seconds * 1000, 1),
                     "fragments_removed": t.fragments_removed,
                     "versions_removed": t.versions_removed,
+                    "kept_seconds": round(t.kept_seconds, 1),
                     "indexes_created": t.indexes_created,
                     "skipped": t.skipped,
                 }
@@ -129,11 +132,16 @@ async def ensure_indexes(table: Any, spec: TableSpec) -> list[str]:
     return created
 
 
-async def _maintain_table(table: Any, spec: TableSpec, cleanup_older_than: float) -> TableReport:
+async def _maintain_table(
+    table: Any, spec: TableSpec, cleanup_older_than: float, versions: VersionWindow | None
+) -> TableReport:
     report = TableReport(spec.name)
     started = time.perf_counter()
     try:
         report.indexes_created = await ensure_indexes(table, spec)
+        if versions is not None:
+            cleanup_older_than = versions.age(spec.name, await table.version())
+        report.kept_seconds = cleanup_older_than
         stats = await table.optimize(cleanup_older_than=timedelta(seconds=cleanup_older_than), delete_unverified=False)
         compaction = getattr(stats, "compaction", None)
         prune = getattr(stats, "prune", None)
@@ -155,10 +163,13 @@ async def run_maintenance(
     cleanup_older_than: float = 1800.0,
     action_retention: float | None = 86_400.0,
     retention: RetentionLimits | None = None,
+    versions: VersionWindow | None = None,
 ) -> MaintenanceReport:
     """One maintenance pass over every table; returns what it did and how long it took.
 
     ``retention`` is the ``[retention]`` section; None (or all limits 0) keeps all history.
+    ``versions`` (kept across passes) shortens each busy table's ``cleanup_older_than`` to its
+    commit rate (``agentd.store.version_window``).
     """
     report = MaintenanceReport()
     started = time.perf_counter()
@@ -170,7 +181,7 @@ async def run_maintenance(
     if retention is not None and _retention_on(retention):
         report.retention = await apply_retention(store, retention)
     for spec in TABLES:
-        report.tables.append(await _maintain_table(store.tables[spec.name], spec, cleanup_older_than))
+        report.tables.append(await _maintain_table(store.tables[spec.name], spec, cleanup_older_than, versions))
     report.seconds = time.perf_counter() - started
     log.info("%s", report.summary())
     return report
@@ -187,6 +198,8 @@ async def maintenance_loop(
     retention: RetentionLimits | None = None,
     isolate: bool = True,
     active: asyncio.Event | None = None,
+    keep_versions: int = 0,
+    min_version_age: float = 10.0,
 ) -> None:
     """Run a pass every ``interval`` seconds until ``stop`` is set. Never raises on a bad pass.
 
@@ -194,11 +207,15 @@ async def maintenance_loop(
     database (``agentd.store.maintenance_child`` says why); ``isolate=False`` runs it on ``store`` in this
     process. The pass in flight finishes before the loop returns; the child is closed on the
     way out, cancellation included. ``active`` is set while a pass runs (the supervisor's
-    compaction of the actions table waits for it).
+    compaction of the actions table waits for it). ``keep_versions`` and ``min_version_age``
+    shorten ``cleanup_older_than`` for busy tables (``agentd.store.version_window``).
     """
     from agentd.store.maintenance_child import MaintenanceChild  # imports this module
 
     child = MaintenanceChild(store.uri, store.num_shards) if isolate else None
+    min_age = min(min_version_age, cleanup_older_than)
+    window: dict[str, Any] = {"keep_versions": keep_versions, "min_age": min_age, "max_age": cleanup_older_than}
+    versions = VersionWindow(keep_versions=keep_versions, min_age=min_age, max_age=cleanup_older_than)
     try:
         while not stop.is_set():
             try:
@@ -212,7 +229,10 @@ async def maintenance_loop(
                 if child is not None:
                     # The child logs the pass's summary itself (run_maintenance).
                     report = await child.run(
-                        cleanup_older_than=cleanup_older_than, action_retention=action_retention, retention=retention
+                        cleanup_older_than=cleanup_older_than,
+                        action_retention=action_retention,
+                        retention=retention,
+                        versions=window,
                     )
                 else:
                     report = await run_maintenance(
@@ -220,6 +240,7 @@ async def maintenance_loop(
                         cleanup_older_than=cleanup_older_than,
                         action_retention=action_retention,
                         retention=retention,
+                        versions=versions,
                     )
                 if on_report is not None:
                     on_report(report)

@@ -32,6 +32,7 @@ from agentd.spawn import SpawnedProcess, socket_for_child, spawn_python
 from agentd.store.db import Store
 from agentd.store.maintenance import MaintenanceReport, run_maintenance
 from agentd.store.retention import RetentionLimits
+from agentd.store.version_window import VersionWindow
 
 __all__ = ["CHILD_MAX_RSS", "MaintenanceChild"]
 
@@ -111,8 +112,14 @@ class MaintenanceChild:
         return proc
 
     async def run(
-        self, *, cleanup_older_than: float, action_retention: float | None, retention: RetentionLimits | None
+        self,
+        *,
+        cleanup_older_than: float,
+        action_retention: float | None,
+        retention: RetentionLimits | None,
+        versions: dict[str, Any] | None = None,
     ) -> MaintenanceReport:
+        """One pass in the child; ``versions`` are ``VersionWindow``'s arguments (the child keeps its rates)."""
         proc = self.proc if self.proc is not None and self.proc.returncode is None else await self._start()
         reader, writer = self._reader, self._writer
         assert reader is not None and writer is not None
@@ -120,6 +127,7 @@ class MaintenanceChild:
             "cleanup_older_than": cleanup_older_than,
             "action_retention": action_retention,
             "retention": _limits_dict(retention),
+            "versions": versions,
         }
         try:
             writer.write(json.dumps(request).encode() + b"\n")
@@ -180,9 +188,14 @@ async def _child_main(uri: str, num_shards: int, out: Any) -> None:
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader(limit=1 << 20)
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    windows: dict[str, VersionWindow] = {}  # the commit rates live as long as the child
     while line := await reader.readline():
         request = json.loads(line)
         limits = request.get("retention")
+        window = request.get("versions")
+        key = json.dumps(window, sort_keys=True)
+        if window is not None and key not in windows:
+            windows[key] = VersionWindow(**window)
         reply: dict[str, Any]
         try:
             report = await run_maintenance(
@@ -190,6 +203,7 @@ async def _child_main(uri: str, num_shards: int, out: Any) -> None:
                 cleanup_older_than=request["cleanup_older_than"],
                 action_retention=request["action_retention"],
                 retention=None if limits is None else _Limits(**limits),
+                versions=windows.get(key),
             )
             reply = {"report": asdict(report)}
         except Exception as exc:

@@ -48,6 +48,7 @@ from agentd.protocol import (
 )
 from agentd.queue import ActionQueue
 from agentd.store.actions import ActionRecord
+from agentd.store.version_window import VersionWindow
 from agentd.supervision.children import Child
 from agentd.supervision.queue_compaction import QueueCompactor
 from agentd.supervision.status import supervisor_status
@@ -195,8 +196,14 @@ class ControlAPI:
             self._sweeper = asyncio.create_task(self._sweep(), name="ack-sweeper")
         fragments = self.sup.settings.queue.compact_fragments
         if self.compactor is None and fragments and self.sup.store is not None:
+            kept = self.sup.settings.maintenance
             self.compactor = QueueCompactor(
-                self.sup.store.actions, max_fragments=fragments, busy=self.sup.maintenance_active.is_set
+                self.sup.store.actions,
+                max_fragments=fragments,
+                busy=self.sup.maintenance_active.is_set,
+                versions=VersionWindow(
+                    keep_versions=kept.keep_versions, min_age=kept.min_version_age, max_age=kept.cleanup_older_than
+                ),
             )
             self._compacting = asyncio.create_task(self.compactor.run(), name="actions-compaction")
 

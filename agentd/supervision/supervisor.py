@@ -388,6 +388,8 @@ class Supervisor:
                 self.store,
                 interval=cfg.interval,
                 cleanup_older_than=cfg.cleanup_older_than,
+                keep_versions=cfg.keep_versions,
+                min_version_age=cfg.min_version_age,
                 action_retention=self.settings.queue.retention,
                 stop=self._maintenance_stop,
                 on_report=self._maintenance_done,
