@@ -118,12 +118,13 @@ def test_the_maintenance_child_keeps_the_rates_between_passes(db_uri: str) -> No
 
 
 def _stream_while_pruning(
-    db_uri: str, tmp_path: Path, min_age: float, *, stops: int
-) -> tuple[dict[str, list[str]], int]:
+    db_uri: str, tmp_path: Path, min_age: float, *, stops: int, seconds: float
+) -> tuple[dict[str, list[str]], int, float]:
     """Run the control stream in another process, prune continuously, and SIGSTOP it ``stops``
-    times for 2 s (an operation in flight on a version that gets older than ``min_age``)."""
+    times for about 2 s (an operation in flight on a version that gets older than ``min_age``).
+    Returns what the stream did, how many versions were pruned, and the longest stop."""
 
-    async def scenario() -> tuple[dict[str, list[str]], int]:
+    async def scenario() -> tuple[dict[str, list[str]], int, float]:
         store = await Store.open(db_uri, 4)
         await store.actions.count_rows()
         versions = VersionWindow(keep_versions=10, min_age=min_age, max_age=600)
@@ -131,14 +132,16 @@ def _stream_while_pruning(
         removed = 0
         with (
             log.open("wb") as stderr,
-            reaped(spawn("control_stream.py", db_uri, "9", stdout=subprocess.PIPE, stderr=stderr)) as procs,
+            reaped(spawn("control_stream.py", db_uri, str(seconds), stdout=subprocess.PIPE, stderr=stderr)) as procs,
         ):
             stream = procs[0]
             started = time.monotonic()
             stopped = 0
+            longest = 0.0
             while stream.poll() is None:
                 if stopped < stops and time.monotonic() - started > 2 + 2.5 * stopped:
                     os.kill(stream.pid, signal.SIGSTOP)
+                    stopped_at = time.monotonic()
                     for _ in range(4):  # commits (our compactions) and prunes while it is stopped
                         await store.actions.add(
                             ActionRecord.to_arrow([ActionQueue(store.actions, 4).new_action("pause", "x")])
@@ -147,6 +150,7 @@ def _stream_while_pruning(
                         removed += {t.table: t.versions_removed for t in report.tables}["actions"]
                         await asyncio.sleep(0.5)
                     os.kill(stream.pid, signal.SIGCONT)
+                    longest = max(longest, time.monotonic() - stopped_at)
                     stopped += 1
                 report = await run_maintenance(store, cleanup_older_than=600, versions=versions)
                 removed += {t.table: t.versions_removed for t in report.tables}["actions"]
@@ -157,19 +161,21 @@ def _stream_while_pruning(
         assert len(result["done"]) > 50, "the stream ran"
         stored = await ActionQueue(store.actions, 4).get_many(result["done"])
         assert len(stored) == len(result["done"]) and all(r.status == "done" for r in stored.values())
-        return result, removed
+        return result, removed, longest
 
     return run(scenario())
 
 
 def test_pruning_at_the_minimum_age_fails_no_operation_of_another_process(db_uri: str, tmp_path: Path) -> None:
-    result, removed = _stream_while_pruning(db_uri, tmp_path, 4.0, stops=2)
+    result, removed, longest = _stream_while_pruning(db_uri, tmp_path, 10.0, stops=2, seconds=16.0)
+    assert longest < 10.0, f"a stop of {longest:.1f}s is not below the minimum age: the premise does not hold"
     assert result["errors"] == []
     assert removed > 50, "versions were pruned while it ran"
 
 
 def test_without_a_minimum_age_a_stopped_operation_would_fail(db_uri: str, tmp_path: Path) -> None:
-    result, _ = _stream_while_pruning(db_uri, tmp_path, 0.001, stops=2)
+    # Each stop shows the loss about two times in three; six stops leave about 1 in 700 to chance.
+    result, _, _ = _stream_while_pruning(db_uri, tmp_path, 0.001, stops=6, seconds=18.0)
     assert result["errors"], "the hazard min_age guards against did not show: this test proves nothing"
 
 

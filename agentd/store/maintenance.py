@@ -199,7 +199,7 @@ async def maintenance_loop(
     isolate: bool = True,
     active: asyncio.Event | None = None,
     keep_versions: int = 0,
-    min_version_age: float = 10.0,
+    min_version_age: float = 60.0,
 ) -> None:
     """Run a pass every ``interval`` seconds until ``stop`` is set. Never raises on a bad pass.
 

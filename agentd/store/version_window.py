@@ -24,8 +24,8 @@ reads an old version on purpose (the gateway tails the latest version by
 ``_row_created_at_version``). What a prune can break is an operation still running on a version
 that is older than the window *and* was replaced during that operation (LANCEDB.md: a window of
 0 s, pruned every 2 s, failed hundreds of reads). Worse, it can lose a commit that already
-reported success: a process stopped mid-acknowledgement while its versions were pruned came back,
-"acknowledged", and the row still read ``claimed`` (``tests/test_version_window.py``). So
+reported success: a process stopped while its versions were pruned came back, its claim and
+acknowledgement "succeeded", and the row still read ``pending`` (``tests/test_version_window.py``). So
 ``min_age`` (default 60 s) must stay above any operation in flight and above
 ``[daemon] heartbeat_timeout``: a worker stopped longer than that is killed, never resumed (the
 config refuses a shorter ``min_version_age``).
