@@ -5,8 +5,8 @@ Why: the store opens tables with strong consistency (``read_consistency_interval
 LanceDB operation first finds the table's latest version, and on a local directory that lists
 the table's ``_versions`` directory; a commit lists it again, and a prune reads it all. The cost
 grows with every version kept (``bench/versions_bench.py``, the ``actions`` table: with 5,000
-versions kept an append took 9.8 ms and a read by id 7.2 ms; pruned to a few, 2.1 and 2.7 ms;
-``optimize()`` 385 and 19 ms). A fixed age window lets a busy table pile them up: at
+versions kept an append took 9.3-9.8 ms and a read by id 6.6-7.2 ms; pruned to a few, 2.1-4.6
+and 2.6-2.7 ms; ``optimize()`` 311-385 and 18-19 ms). A fixed age window lets a busy table pile them up: at
 ``[maintenance] cleanup_older_than = 600`` s, the ``steps`` table of two workers flushing four
 times a second keeps about 5,000 versions, and the ``actions`` table under 40 actions a second
 (three commits each) 72,000, so every claim would pay tens of milliseconds just to find the
