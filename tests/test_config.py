@@ -60,12 +60,17 @@ def test_missing_file_is_named(tmp_path: Path) -> None:
         load_settings(tmp_path / "nope.toml")
 
 
-def test_wrong_type_names_file_key_and_value(tmp_path: Path) -> None:
-    path = tmp_path / "bad.toml"
-    path.write_text('[daemon]\nworkers = "two"\n')
+def _rejected(path: Path, text: str) -> str:
+    """The message ``load_settings`` refuses ``text`` with."""
+    path.write_text(text)
     with pytest.raises(ConfigError) as info:
         load_settings(path)
-    message = str(info.value)
+    return str(info.value)
+
+
+def test_wrong_type_names_file_key_and_value(tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    message = _rejected(path, '[daemon]\nworkers = "two"\n')
     assert str(path) in message and "[daemon] workers" in message and "'two'" in message
 
 
@@ -231,10 +236,7 @@ def test_config_check_output_loads_back_unchanged(tmp_path: Path) -> None:
 
 def test_versions_must_outlive_a_hung_worker(tmp_path: Path) -> None:
     path = tmp_path / "short.toml"
-    path.write_text("[maintenance]\nmin_version_age = 30\n[daemon]\nheartbeat_timeout = 45\n")
-    with pytest.raises(ConfigError) as info:
-        load_settings(path)
-    message = str(info.value)
+    message = _rejected(path, "[maintenance]\nmin_version_age = 30\n[daemon]\nheartbeat_timeout = 45\n")
     assert "min_version_age (30) must be greater than [daemon] heartbeat_timeout (45)" in message
     path.write_text("[maintenance]\nmin_version_age = 30\nkeep_versions = 200\n")
     settings = load_settings(path)

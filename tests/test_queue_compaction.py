@@ -19,6 +19,15 @@ from agentd.store.version_window import VersionWindow
 from agentd.supervision.queue_compaction import QueueCompactor
 
 
+async def _act(queue: ActionQueue, session_id: str, result: dict[str, int]) -> str:
+    """One action through its life, as the daemon and a worker run it: append, claim, acknowledge."""
+    row = queue.new_action("pause", session_id)
+    await queue.append_many([row])
+    [won] = await queue.claim_offered([row], range(4))
+    await queue.complete(won, result)
+    return row.action_id
+
+
 async def _fragments(store: Store) -> int:
     return int((await store.actions.stats())["fragment_stats"]["num_fragments"])
 
@@ -56,11 +65,7 @@ def test_compacting_while_actions_are_claimed_and_acknowledged_loses_none(db_uri
         async def control() -> None:
             try:
                 for i in range(40):
-                    row = queue.new_action("pause", f"s-{i % 7}")
-                    await queue.append_many([row])
-                    [won] = await queue.claim_offered([row], range(4))
-                    await queue.complete(won, {"n": i})
-                    ids.append(row.action_id)
+                    ids.append(await _act(queue, f"s-{i % 7}", {"n": i}))
             finally:
                 done.set()
 
@@ -146,10 +151,7 @@ def test_a_preempted_compaction_is_tried_again_within_a_tenth_of_the_interval(db
             while time.monotonic() < deadline and not any(
                 o == "preempted" for _, o in attempts[:-1]
             ):  # a stream of claims and acknowledgements until one compaction lost and another came after
-                row = queue.new_action("pause", "s-1")
-                await queue.append_many([row])
-                [won] = await queue.claim_offered([row], range(4))
-                await queue.complete(won, {})
+                await _act(queue, "s-1", {})
         finally:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
