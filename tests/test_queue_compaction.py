@@ -7,6 +7,7 @@ never costs an action (the update wins, the compaction is tried again) and keeps
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import time
 from pathlib import Path
@@ -159,3 +160,36 @@ def test_a_preempted_compaction_is_tried_again_within_a_tenth_of_the_interval(db
         assert attempts[lost + 1][0] - attempts[lost][0] < 1.0, attempts
 
     run(scenario())
+
+
+def test_a_compaction_that_keeps_losing_backs_off_to_the_interval() -> None:
+    """The schedule alone (the outcome of each compaction is given): every loss doubles the wait
+    from a tenth of the interval up to the interval, and a win goes back to the interval."""
+
+    class Scripted(QueueCompactor):
+        def __init__(self, outcomes: list[str]) -> None:
+            super().__init__(None, max_fragments=2, interval=0.4)
+            self.outcomes = outcomes
+            self.calls: list[float] = []
+            self.enough = asyncio.Event()
+
+        async def once(self) -> bool:
+            self.calls.append(time.monotonic())
+            if len(self.calls) == 10:
+                self.enough.set()
+            outcome = self.outcomes.pop(0) if self.outcomes else "won"
+            if outcome == "lost":
+                self.preempted += 1
+            return outcome == "won"
+
+    async def scenario() -> list[float]:
+        compactor = Scripted(["lost"] * 6 + ["won", "lost"])
+        task = asyncio.create_task(compactor.run())
+        await asyncio.wait_for(compactor.enough.wait(), 30)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        return [b - a for a, b in itertools.pairwise(compactor.calls)]
+
+    gaps = run(scenario())
+    expected = [0.04, 0.08, 0.16, 0.32, 0.4, 0.4, 0.4, 0.04, 0.4]
+    assert all(e - 0.005 <= g < e + 0.1 for g, e in zip(gaps, expected, strict=True)), gaps

@@ -10,7 +10,8 @@ costs 50-100 ms of the supervisor's LanceDB threads, once per second at most.
 
 A compaction that meets a claim or acknowledgement on the same fragments loses (LANCEDB.md:
 the rewrite is preempted, the update retries and wins), so it never delays an action by more
-than one retry of its update. It is tried again a tenth of a second later, not a second: under
+than one retry of its update. It is tried again a tenth of a second later, not a second (then
+0.2, 0.4 ... s while it keeps losing): under
 a steady stream (40 actions a second) most compactions lose, and waiting the whole interval after
 each loss let the table grow to 90 fragments, which made claims about 10 ms slower. None runs while a
 maintenance pass is in flight (one maintenance process at a time, LANCEDB.md), and it never
@@ -63,14 +64,18 @@ class QueueCompactor:
 
     async def run(self) -> None:
         """Until cancelled; never raises (a failed compaction is retried at the next check)."""
-        preempted = self.preempted
+        losses = 0  # compactions preempted in a row
         while True:
             # A preempted compaction is tried again soon: waiting the whole interval lets a steady
             # stream of actions add fragments faster than the compactions that win remove them.
-            await asyncio.sleep(self.interval / 10 if self.preempted != preempted else self.interval)
+            # Each further loss doubles the wait (0.1, 0.2, 0.4 ... of the interval, at most all
+            # of it), so a stream no compaction can win does not cost one ten times a second.
+            await asyncio.sleep(min(self.interval, self.interval / 10 * 2 ** (losses - 1)) if losses else self.interval)
+            if self.busy():
+                continue
             preempted = self.preempted
-            if not self.busy():
-                await self.once()
+            await self.once()
+            losses = losses + 1 if self.preempted != preempted else 0
 
     async def once(self) -> bool:
         """Compact if the table has ``max_fragments`` or more; True if it did."""
