@@ -6,15 +6,15 @@ opens every fragment: about 0.13 ms each here. Maintenance compacts every 20 s, 
 steady stream of actions has left hundreds, and a claim that took 9 ms on a compacted table
 took 30 ms and more (bench/control_bench.py: the claim was the largest part of the server-side
 latency). The table is small (actions are purged after ``[queue] retention``), so compacting it
-costs 50-100 ms of the supervisor's LanceDB threads, once per second at most.
+costs 50-300 ms of the supervisor's LanceDB threads (most of it the version cleanup that comes
+with ``optimize()``, which reads every version kept), once per second at most.
 
 A compaction that meets a claim or acknowledgement on the same fragments loses (LANCEDB.md:
 the rewrite is preempted, the update retries and wins), so it never delays an action by more
 than one retry of its update. It is tried again a tenth of a second later, not a second (then
-0.2, 0.4 ... s while it keeps losing): under
-a steady stream (40 actions a second) most compactions lose, and waiting the whole interval after
-each loss let the table grow to 90 fragments, which made claims about 10 ms slower. None runs while a
-maintenance pass is in flight (one maintenance process at a time, LANCEDB.md), and it never
+0.2, 0.4 ... s while it keeps losing): under a steady stream (40 actions a second) most
+compactions lose, and waiting the whole interval after each loss let the table grow to 90
+fragments, which made claims about 10 ms slower. None runs while a maintenance pass is in flight (one maintenance process at a time, LANCEDB.md), and it never
 removes versions a reader could still use: with ``versions`` it prunes the table's old versions
 down to about ``[maintenance] keep_versions`` (``agentd.store.version_window``: every operation
 on the table pays for each version kept), never younger than ``min_version_age``.
