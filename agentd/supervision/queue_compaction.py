@@ -14,10 +14,11 @@ the rewrite is preempted, the update retries and wins), so it never delays an ac
 than one retry of its update. It is tried again a tenth of a second later, not a second (then
 0.2, 0.4 ... s while it keeps losing): under a steady stream (40 actions a second) most
 compactions lose, and waiting the whole interval after each loss let the table grow to 90
-fragments, which made claims about 10 ms slower. None runs while a maintenance pass is in flight (one maintenance process at a time, LANCEDB.md), and it never
-removes versions a reader could still use: with ``versions`` it prunes the table's old versions
-down to about ``[maintenance] keep_versions`` (``agentd.store.version_window``: every operation
-on the table pays for each version kept), never younger than ``min_version_age``.
+fragments, which made claims about 10 ms slower. None runs while a maintenance pass is in
+flight (one maintenance process at a time, LANCEDB.md), and it never removes versions a reader
+could still use: with ``versions`` it prunes the table's old versions down to about
+``[maintenance] keep_versions`` (``agentd.store.version_window``: every operation on the table
+pays for each version kept), never younger than ``min_version_age``.
 """
 
 from __future__ import annotations
