@@ -252,10 +252,16 @@ class Settings(BaseSettings):
         # success (tests/test_version_window.py shows it): no process may come back from being
         # stopped mid-operation after its versions are gone. A hung worker is killed after
         # heartbeat_timeout, so the versions must outlive that.
-        if self.maintenance.min_version_age <= self.daemon.heartbeat_timeout:
+        m = self.maintenance
+        if m.min_version_age <= self.daemon.heartbeat_timeout:
             raise ValueError(
-                f"[maintenance] min_version_age ({self.maintenance.min_version_age:g}) must be greater than "
+                f"[maintenance] min_version_age ({m.min_version_age:g}) must be greater than "
                 f"[daemon] heartbeat_timeout ({self.daemon.heartbeat_timeout:g})"
+            )
+        if m.min_version_age > m.cleanup_older_than:  # the bounds of agentd.store.version_window
+            raise ValueError(
+                f"[maintenance] min_version_age ({m.min_version_age:g}) must not exceed "
+                f"cleanup_older_than ({m.cleanup_older_than:g})"
             )
         return self
 

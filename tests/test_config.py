@@ -238,6 +238,8 @@ def test_versions_must_outlive_a_hung_worker(tmp_path: Path) -> None:
     path = tmp_path / "short.toml"
     message = _rejected(path, "[maintenance]\nmin_version_age = 30\n[daemon]\nheartbeat_timeout = 45\n")
     assert "min_version_age (30) must be greater than [daemon] heartbeat_timeout (45)" in message
+    message = _rejected(path, "[maintenance]\nmin_version_age = 900\n")
+    assert "min_version_age (900) must not exceed cleanup_older_than (600)" in message
     path.write_text("[maintenance]\nmin_version_age = 30\nkeep_versions = 200\n")
     settings = load_settings(path)
     assert (settings.maintenance.min_version_age, settings.maintenance.keep_versions) == (30, 200)

@@ -213,9 +213,9 @@ async def maintenance_loop(
     from agentd.store.maintenance_child import MaintenanceChild  # imports this module
 
     child = MaintenanceChild(store.uri, store.num_shards) if isolate else None
-    min_age = min(min_version_age, cleanup_older_than)
-    window: dict[str, Any] = {"keep_versions": keep_versions, "min_age": min_age, "max_age": cleanup_older_than}
-    versions = VersionWindow(keep_versions=keep_versions, min_age=min_age, max_age=cleanup_older_than)
+    # The child gets the window's arguments and keeps its own rates; in this process, one object.
+    window: dict[str, Any] = {"keep_versions": keep_versions, "min_age": min_version_age, "max_age": cleanup_older_than}
+    versions = VersionWindow(**window) if child is None else None
     try:
         while not stop.is_set():
             try:
