@@ -13,9 +13,19 @@ Each figure is printed beside raw baselines taken in the same run (DESIGN.md §1
   to back (the next request as soon as the previous ``ack`` came), then paced (one request every
   100 ms on average, at random: a person or a script that does something between actions, so
   each action meets the daemon's own background work but not the previous action's);
-- 50 agentctl processes at once, each pausing its own session: errors, duplicate actions, and
-  whether every action is acknowledged (read back from the ``actions`` table);
+- the fragments of the ``actions`` table during the back-to-back requests (counted every quarter
+  second from another process): a claim scans every fragment not yet compacted, so this shows
+  whether the supervisor's compaction of ``actions`` kept up;
+- 50 agentctl processes at once, each pausing its own session: errors (each process exits 0 only
+  with its acknowledgement), duplicate actions, and how long until every row reads ``done``
+  (read back from the ``actions`` table; a row is marked with its worker's next regular flush);
 - ``agentctl create joke --count 10000``: the whole process, on top of the running sessions.
+
+The first lines also say on which filesystem the temporary database lives and whether it keeps
+a journal: on ext4 without one (this project's test machine), creating a file skips over every
+inode deleted in the last 60-360 s, so every LanceDB commit is slower for minutes after many files
+were deleted (a previous run's database removed, a version cleanup). Run it minutes after such a
+deletion, or read its figures beside the raw append of the same run.
 
 The daemon runs the shipped defaults (2 workers, ``[writer] flush_interval = 0.25``, ``[queue]
 poll_interval = 0.5``) on a temporary database, with the gateway and the metrics endpoint on free
@@ -114,6 +124,49 @@ class Daemon:
         except ProcessLookupError:
             pass
         self.proc.wait(timeout=10)
+
+
+def filesystem(path: Path) -> str:
+    """The filesystem holding ``path``, and for ext4 whether it keeps a journal (jbd2 lists the
+    devices it journals): without one, file creation slows after mass deletions (see above)."""
+    best, fstype, device = "", "?", ""
+    for line in Path("/proc/mounts").read_text().splitlines():
+        dev, mount, kind = line.split()[:3]
+        if str(path).startswith(mount) and len(mount) >= len(best):
+            best, fstype, device = mount, kind, dev
+    if fstype != "ext4":
+        return fstype
+    name = os.path.basename(os.path.realpath(device))
+    journaled = any(entry.startswith(f"{name}-") for entry in os.listdir("/proc/fs/jbd2")) if os.path.isdir(
+        "/proc/fs/jbd2"
+    ) else False
+    return "ext4 with a journal" if journaled else "ext4 without a journal (file creation slows after deletions)"
+
+
+class FragmentWatch:
+    """Counts the fragments of the daemon's ``actions`` table every ``every`` seconds, from a
+    thread of this process (its own LanceDB connection: a manifest read, no write)."""
+
+    def __init__(self, db: Path, every: float = 0.25) -> None:
+        import threading
+
+        self.counts: list[int] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(db, every), daemon=True)
+        self._thread.start()
+
+    def _run(self, db: Path, every: float) -> None:
+        import lancedb
+
+        table = lancedb.connect(str(db)).open_table("actions")
+        while not self._stop.wait(every):
+            table.checkout_latest()
+            self.counts.append(int(table.stats()["fragment_stats"]["num_fragments"]))
+
+    def stop(self) -> list[int]:
+        self._stop.set()
+        self._thread.join(timeout=10)
+        return self.counts
 
 
 def timed_runs(argv: list[str], runs: int) -> list[float]:
@@ -263,18 +316,26 @@ def concurrent_processes(config: Path, ids: list[str], processes: int) -> dict[s
         results = list(pool.map(one, chosen))
     wall = time.perf_counter() - started
     errors = sum(1 for code, _ in results if code != 0)
-    # An acknowledged pause's row follows its step by one commit (README: "When an action is
-    # acknowledged"): give the rows that moment before counting.
-    deadline = time.monotonic() + 2
+    # An acknowledged pause's row is marked done with its worker's next regular flush (README:
+    # "When an action is acknowledged"): wait for the rows, and say how long it took.
+    deadline = time.monotonic() + 30
     while True:
         actions = asyncio.run(_pause_rows(config, chosen))
         if all(a["status"] == "done" for a in actions) or time.monotonic() > deadline:
             break
         time.sleep(0.1)
+    done_s = time.perf_counter() - started - wall
     acked = sum(1 for a in actions if a["status"] == "done")
     per_session = {sid: sum(1 for a in actions if a["session_id"] == sid) for sid in chosen}
     duplicates = sum(n - 1 for n in per_session.values() if n > 1)
-    return {"wall_s": wall, "errors": errors, "actions": len(actions), "acked": acked, "duplicates": duplicates}
+    return {
+        "wall_s": wall,
+        "errors": errors,
+        "actions": len(actions),
+        "acked": acked,
+        "done_s": done_s,
+        "duplicates": duplicates,
+    }
 
 
 async def _pause_rows(config: Path, session_ids: list[str]) -> list[dict[str, Any]]:
@@ -317,7 +378,9 @@ def main() -> None:
         for i in range(runs):
             kind = "pause" if i % 2 == 0 else "resume"
             pauses += timed_runs([*ctl, kind, ids[i // 2 % 50]], 1)
+        watch = FragmentWatch(tmp / "db")
         taken = socket_acks(daemon.socket, ids[50:100], samples)
+        fragments = watch.stop() or [0]
         server = [t.ms for t in taken]
         paced = [t.ms for t in socket_acks(daemon.socket, ids[50:100], samples, pace=0.1)]
         phases = asyncio.run(_phases(config, taken))
@@ -330,10 +393,11 @@ def main() -> None:
         if not args.keep:
             shutil.rmtree(tmp, ignore_errors=True)
     b50 = pct(bare, 50)
+    fs = filesystem(tmp)
     print()
     print(
         f"control plane, {sessions} joke sessions running (shipped defaults: {ready.get('workers')} workers), "
-        f"load avg {os.getloadavg()[0]:.1f}"
+        f"load avg {os.getloadavg()[0]:.1f}; database on {fs}"
     )
     print()
     print("| measure | p50 | p99 | ratio p50 / bare interpreter |")
@@ -353,14 +417,17 @@ def main() -> None:
     row(f"server side, paced: one request every 100 ms on average ({samples} socket samples)", paced, ratio=False)
     print(
         f"(compactions of the `actions` table until then: {compaction.get('compactions')}, "
-        f"{compaction.get('preempted')} preempted, the last {compaction.get('last_ms')} ms)"
+        f"{compaction.get('preempted')} preempted, the last {compaction.get('last_ms')} ms; fragments of "
+        f"`actions` during the back-to-back requests: median {sorted(fragments)[len(fragments) // 2]}, "
+        f"most {max(fragments)})"
     )
     print()
     print(f"`agentctl create joke --count {sessions}`: {create_s:.1f} s wall, {len(ids)} acknowledged")
     print(f"`agentctl create joke --count {big}`: {big_s:.1f} s wall, {len(big_ids)} acknowledged, exit {big_code}")
     print(
         f"50 concurrent `agentctl pause` processes: {crowd['wall_s']:.1f} s wall, {crowd['errors']} errors, "
-        f"{crowd['actions']} actions for 50 sessions ({crowd['duplicates']} duplicates), {crowd['acked']} acknowledged"
+        f"{crowd['actions']} actions for 50 sessions ({crowd['duplicates']} duplicates), "
+        f"{crowd['acked']} rows done {crowd['done_s']:.1f} s after the last process exited"
     )
 
 

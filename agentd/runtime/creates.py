@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING
 
 from agentd.agents.base import CreateError
 from agentd.agents.registry import UnknownAgentType, agent_type
+from agentd.runtime.commands import ActionRejected, Command, CommandResult
 from agentd.runtime.resume import LIVE_STATUSES, from_step
-from agentd.runtime.session import ActionRejected, Command, CommandResult, SessionRunner
+from agentd.runtime.session import SessionRunner
 from agentd.store.actions import ActionRecord
 from agentd.store.sessions import SessionRecord, get_session
 from agentd.store.sql import sql_in

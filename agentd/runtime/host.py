@@ -29,10 +29,11 @@ from agentd.ids import new_id, shard_for
 from agentd.llm.base import LLMClient
 from agentd.queue import Ack, ActionQueue
 from agentd.runtime.acks import AckBatcher, ClaimKeeper
+from agentd.runtime.commands import ActionRejected, Command, CommandResult
 from agentd.runtime.creates import CreatePath
 from agentd.runtime.lateness import LatencyStats
 from agentd.runtime.resume import load_live_sessions
-from agentd.runtime.session import ActionRejected, Command, CommandResult, SessionRunner
+from agentd.runtime.session import SessionRunner
 from agentd.runtime.unhosted import act_unhosted, replayed_result, write_final_step
 from agentd.runtime.watcher import ConversationWatcher
 from agentd.store import Store

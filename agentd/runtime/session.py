@@ -13,6 +13,10 @@ step, so a resumed session continues at ``last_seq + 1`` with no gap and no dupl
 Commands resolve to ``(result, generation)``; the host acknowledges the action once that writer
 generation is durable. Scheduling is hybrid: the next tick is due one heartbeat after the last
 one was due, or at once when woken (immediate guidance, ``speak_now``, a new message).
+
+How a change becomes rows is ``agentd.runtime.session_state`` (the base class); the command
+types are ``agentd.runtime.commands``; the checks on what a plug-in's tick returned are
+``agentd.runtime.agent_calls``.
 """
 
 from __future__ import annotations
@@ -21,72 +25,30 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Callable, Coroutine, Generator
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from types import CoroutineType
 from typing import Any
 
-from agentd.agents.base import Agent, CreateError, GuidanceError, StepOutcome, Tick
+from agentd.agents.base import Agent, CreateError, StepOutcome, Tick
 from agentd.logsetup import session_id_var
-from agentd.store.records import encode_json
+from agentd.runtime.agent_calls import Resume, malformed, understand
+from agentd.runtime.commands import ActionRejected, Command, CommandResult, SessionGone
+from agentd.runtime.session_state import SessionState
 from agentd.store.sessions import SessionRecord
-from agentd.store.steps import StepRecord, StepStatus
-from agentd.store.writer import BatchingWriter, Row
+from agentd.store.steps import StepStatus
+from agentd.store.writer import BatchingWriter
 from agentd.timeutil import utcnow
 
-__all__ = ["ActionRejected", "Command", "SessionGone", "SessionRunner"]
+# The command types are re-exported: the host and the create path take them from here.
+__all__ = ["ActionRejected", "Command", "CommandResult", "SessionGone", "SessionRunner"]
 
 log = logging.getLogger(__name__)
-
-CommandResult = tuple[dict[str, Any], int]
-
-# ``_persist`` builds the writer's rows as tuples in schema order (no pydantic model per step: this
-# runs ~10k times a second per worker). Fail at import, not at the first flush, if a schema moves.
-_STEP_COLUMNS = (
-    *("session_id", "agent_id", "shard", "seq", "ts", "status", "kind", "text", "data", "state", "guidance"),
-    *("notes", "latency_ms", "error", "epoch", "action_id"),
-)
-_SESSION_COLUMNS = (
-    *("session_id", "agent_id", "agent_type", "shard", "status", "desired_status", "config", "context"),
-    *("iteration", "last_seq", "last_result", "conversation_id", "created_at", "updated_at", "version", "epoch"),
-)
-if tuple(StepRecord.SCHEMA.names) != _STEP_COLUMNS or tuple(SessionRecord.SCHEMA.names) != _SESSION_COLUMNS:
-    raise RuntimeError("steps/sessions schema changed: update SessionRunner._persist to match")
 
 # A resumed session's first tick is spread over this much of its heartbeat (see ``run``).
 RESUME_SPREAD = 5.0
 
 
-class ActionRejected(Exception):
-    """The command cannot be applied; the message is recorded on the action for the user.
-
-    ``code`` (an ``agentd.protocol.ErrorCode``) is recorded beside it: clients tell "no such
-    session" from "refused" by the code, never by parsing the message.
-    """
-
-    def __init__(self, message: str, *, code: str = "rejected") -> None:
-        super().__init__(message)
-        self.code = code
-
-
-class SessionGone(ActionRejected):
-    """The session finished (stopped, or shut down with its host) before applying the command.
-
-    The host tells the two apart: at a shutdown it hands the action back to the queue, so that
-    the next owner applies it, instead of failing it for good.
-    """
-
-
-@dataclass(slots=True)
-class Command:
-    kind: str  # create | pause | resume | interrupt | destroy | shutdown
-    payload: dict[str, Any] = field(default_factory=dict)
-    future: asyncio.Future[CommandResult] | None = None
-    # The queued action this command applies; recorded on the step it causes.
-    action_id: str | None = None
-
-
-class SessionRunner:
+class SessionRunner(SessionState):
     """Runs one session. Created by the host, which also starts ``run()`` as a task at once.
 
     Slots, a list inbox and no per-step model keep an idle session at a few KB and a tick at a
@@ -98,25 +60,15 @@ class SessionRunner:
         "_due",
         "_final",
         "_finished",
-        "_fixed",
         "_inbox",
-        "_record",
         "_tick_now",
         "_waiter",
         "agent",
         "consecutive_errors",
-        "context",
-        "epoch",
         "heartbeat",
-        "iteration",
-        "last_result",
-        "last_seq",
         "on_lateness",
         "on_tick",
-        "session_id",
-        "status",
         "tick_timeout",
-        "writer",
     )
 
     def __init__(
@@ -132,22 +84,13 @@ class SessionRunner:
         on_lateness: Callable[[float], None] | None = None,
         on_tick: Callable[[float, bool], None] | None = None,
     ) -> None:
-        self.session_id = record.session_id
-        # The row the host passed in, until ``_fix()`` keeps just its constant columns (see there).
-        self._record: SessionRecord | None = record
-        self._fixed: tuple[Any, ...] = ()
+        # A session being created keeps its record until its first step (see ``SessionState._fix``).
+        super().__init__(record, writer, epoch=epoch, fix=not creating)
         self.agent = agent
-        self.writer = writer
         self.heartbeat = float(record.config.get("interval") or heartbeat)
         self.tick_timeout = tick_timeout
-        self.epoch = epoch
         self.on_lateness = on_lateness
         self.on_tick = on_tick  # (seconds the tick took, whether it failed): the worker's metrics
-        self.status: str = record.status
-        self.context: dict[str, Any] = dict(record.context)
-        self.iteration = record.iteration
-        self.last_seq = record.last_seq
-        self.last_result = record.last_result
         self.consecutive_errors = 0
         self._creating = creating
         # Commands waiting to be applied, in arrival order (almost always empty: a list is smallest).
@@ -157,40 +100,6 @@ class SessionRunner:
         self._due = 0.0
         self._finished = False
         self._final: list[Command] = []
-        if not creating:
-            self._fix()
-
-    def _fix(self) -> None:
-        """Keep only the columns of the session row that never change, config JSON-encoded.
-
-        Holding them in one tuple of plain values instead of the ``SessionRecord`` (a model with
-        its dict, field set, config and context dicts) saves ~2 KB per session. A session being
-        created keeps the record until its first step: the host sets ``conversation_id`` on it
-        right after constructing the runner.
-        """
-        record = self._record
-        if record is None:
-            return
-        self._fixed = (
-            record.agent_id,
-            record.agent_type,
-            record.shard,
-            record.desired_status,
-            encode_json(record.config),
-            record.conversation_id,
-            record.created_at,
-            record.version,
-        )
-        self._record = None
-
-    @property
-    def record(self) -> SessionRecord:
-        """The session row: as the host passed it in before the first step, else its current state."""
-        if self._record is not None:
-            return self._record
-        row = dict(zip(_SESSION_COLUMNS, self._snapshot_row(encode_json(self.context), 0), strict=True))
-        row["updated_at"] = utcnow()
-        return SessionRecord.from_row(row)
 
     # -- called by the host ------------------------------------------------------------------
 
@@ -287,86 +196,6 @@ class SessionRunner:
 
     # -- persistence -------------------------------------------------------------------------
 
-    def _snapshot_row(self, context_json: str, updated_at: int) -> Row:
-        """The ``sessions`` row (schema order, JSON encoded); ``updated_at`` in epoch microseconds."""
-        if self._record is not None:
-            self._fix()
-        agent_id, agent_type, shard, desired_status, config_json, conversation_id, created_at, version = self._fixed
-        return (
-            self.session_id,
-            agent_id,
-            agent_type,
-            shard,
-            self.status,
-            desired_status,
-            config_json,
-            context_json,
-            self.iteration,
-            self.last_seq,
-            self.last_result,
-            conversation_id,
-            created_at,
-            updated_at,
-            version,
-            self.epoch,
-        )
-
-    def _encode_context(self) -> str:
-        context = self.context
-        context["paused"] = self.status == "paused"
-        return encode_json(context)
-
-    async def _persist(
-        self,
-        kind: str,
-        *,
-        text: str | None = None,
-        status: StepStatus = "info",
-        data: dict[str, Any] | None = None,
-        guidance: dict[str, Any] | None = None,
-        notes: str | None = None,
-        error: str | None = None,
-        latency_ms: float | None = None,
-        action_id: str | None = None,
-    ) -> int:
-        """Append a step with the current state and submit the snapshot; returns the generation.
-
-        The rows are what ``StepRecord``/``SessionRecord.to_values()`` would give, built directly:
-        the context is encoded once and shared by the step's ``state`` and the session row.
-        """
-        self.last_seq += 1
-        context_json = self._encode_context()
-        now = time.time_ns() // 1000
-        snapshot = self._snapshot_row(context_json, now)
-        # == encode_json({"status", "iteration", "context", "last_result"}), without re-encoding the context.
-        state = (
-            f'{{"status":{encode_json(self.status)},"iteration":{self.iteration},'
-            f'"context":{context_json},"last_result":{encode_json(self.last_result)}}}'
-        )
-        step = (
-            self.session_id,
-            snapshot[1],  # agent_id
-            snapshot[3],  # shard
-            self.last_seq,
-            now,
-            status,
-            kind,
-            text,
-            None if data is None else encode_json(data),
-            state,
-            None if guidance is None else encode_json(guidance),
-            notes,
-            latency_ms,
-            error,
-            self.epoch,
-            action_id,
-        )
-        return await self.writer.submit_values([step], snapshot)
-
-    def _result(self, **extra: Any) -> dict[str, Any]:
-        # ``seq``: the step at which the state now reflects the action (a receipt).
-        return {"session_id": self.session_id, "status": self.status, "seq": self.last_seq, **extra}
-
     # -- commands ----------------------------------------------------------------------------
 
     async def _create(self) -> bool:
@@ -451,33 +280,13 @@ class SessionRunner:
     async def _interrupt(self, payload: dict[str, Any], action_id: str | None = None) -> CommandResult:
         """Understand, apply and record guidance; any rejection leaves the session as it was.
 
-        Text the agent's parser cannot read may go to the LLM (``Agent.understand_guidance``):
-        bounded by the tick timeout, so a slow model rejects this guidance instead of holding
-        the session's inbox; other sessions never wait on it (each is its own task).
+        Understanding it (``agent_calls.understand``) may ask the LLM, bounded by the tick
+        timeout; other sessions never wait on it (each is its own task).
         """
         raw = payload.get("guidance")
-        empty = isinstance(raw, list | str) and not (raw.strip() if isinstance(raw, str) else raw)
-        if not isinstance(raw, dict | list | str) or empty:
-            spec = self.agent.guidance_spec
-            teach = spec.teach(self.agent.type_name) if spec is not None else ""
-            raise ActionRejected(
-                f"session {self.session_id}: guidance must be a JSON object, a non-empty JSON array of operations, "
-                f"or text{teach}"
-            )
-        try:
-            async with asyncio.timeout(self.tick_timeout):
-                normalized, interpreted_by = await self.agent.understand_guidance(raw)
-            effect = self.agent.apply_guidance(normalized, dict(self.context))
-        except GuidanceError as exc:
-            raise ActionRejected(f"session {self.session_id}: {exc}") from exc
-        except TimeoutError:
-            raise ActionRejected(
-                f"session {self.session_id}: the guidance was not understood within {self.tick_timeout:g}s "
-                "([runtime] tick_timeout: the LLM did not answer in time); nothing changed"
-            ) from None
-        except Exception as exc:  # a bug in the agent type must not take the session down
-            log.exception("guidance for session %s failed", self.session_id)
-            raise ActionRejected(f"guidance failed: {exc}") from exc
+        normalized, interpreted_by, effect = await understand(
+            self.agent, self.session_id, raw, dict(self.context), timeout=self.tick_timeout
+        )
         self.context.update(effect.delta)
         operations = normalized.model_dump(mode="json", exclude_defaults=True)
         guidance = {"raw": raw, "normalized": operations}
@@ -538,7 +347,7 @@ class SessionRunner:
                     outcome = finished.value
                 else:
                     async with asyncio.timeout_at(started + self.tick_timeout):
-                        outcome = await _Resume(work, pending)
+                        outcome = await Resume(work, pending)
             else:
                 async with asyncio.timeout_at(started + self.tick_timeout):
                     outcome = await work
@@ -547,7 +356,7 @@ class SessionRunner:
             outcome = StepOutcome(status="error", error=f"timeout: tick took longer than {self.tick_timeout:g}s")
         except Exception as exc:
             outcome = StepOutcome(status="error", error=f"{type(exc).__name__}: {exc}")
-        if (problem := _malformed(outcome)) is not None:  # a misbehaving plug-in: never store what it returned
+        if (problem := malformed(outcome)) is not None:  # a misbehaving plug-in: never store what it returned
             outcome = StepOutcome(status="error", error=problem)
         if self.on_tick is not None:
             self.on_tick(loop.time() - started, outcome.status == "error")
@@ -594,7 +403,7 @@ class SessionRunner:
         except Exception:
             log.exception("reconcile of session %s failed", self.session_id)
             return
-        if outcome is not None and _malformed(outcome) is None:
+        if outcome is not None and malformed(outcome) is None:
             await self._record_outcome(outcome, latency_ms=None)
 
     def _next_due(self, woken: bool, started: float) -> float:
@@ -607,61 +416,6 @@ class SessionRunner:
             return False
         context = self.context
         return all(key in context and context[key] == value for key, value in outcome.context_delta.items())
-
-
-_STEP_STATUSES = frozenset(("ok", "error", "info"))
-_OPTIONAL_TEXT = (str, type(None))
-
-
-def _malformed(outcome: object) -> str | None:
-    """Why ``outcome`` cannot be stored, or None. A few type checks: ``model_construct`` skips validation."""
-    if not isinstance(outcome, StepOutcome):
-        return f"do_tick returned {type(outcome).__name__}, not a StepOutcome"
-    if outcome.status not in _STEP_STATUSES:
-        return f"do_tick returned status {outcome.status!r} (ok, error or info)"
-    if not (
-        isinstance(outcome.text, _OPTIONAL_TEXT)
-        and isinstance(outcome.notes, _OPTIONAL_TEXT)
-        and isinstance(outcome.error, _OPTIONAL_TEXT)
-        and isinstance(outcome.data, dict | None)
-        and isinstance(outcome.context_delta, dict)
-    ):
-        return "do_tick returned a StepOutcome with fields of the wrong type"
-    return None
-
-
-class _Resume:
-    """Awaits the rest of a coroutine whose first step already ran and yielded ``pending``.
-
-    What ``await coro`` would have done from there on: the enclosing task waits on what the
-    coroutine yields, and sends, throws (cancellation, timeout) and closes go through to it.
-    """
-
-    __slots__ = ("coro", "pending")
-
-    def __init__(self, coro: Coroutine[Any, Any, Any], pending: Any) -> None:
-        self.coro = coro
-        self.pending = pending
-
-    def __await__(self) -> Generator[Any, Any, Any]:
-        coro, pending = self.coro, self.pending
-        self.pending = None
-        while True:
-            try:
-                value = yield pending
-            except GeneratorExit:
-                coro.close()
-                raise
-            except BaseException as exc:
-                try:
-                    pending = coro.throw(exc)
-                except StopIteration as finished:
-                    return finished.value
-                continue
-            try:
-                pending = coro.send(value)
-            except StopIteration as finished:
-                return finished.value
 
 
 def _timer_fired(waiter: asyncio.Future[bool | None]) -> None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from agentd.runtime.session import ActionRejected, CommandResult
+from agentd.runtime.commands import ActionRejected, CommandResult
 from agentd.store.actions import ActionRecord
 from agentd.store.sessions import SessionRecord, get_session
 from agentd.store.steps import StepRecord, latest_seq

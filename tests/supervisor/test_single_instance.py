@@ -130,13 +130,18 @@ def test_a_new_supervisor_starts_no_worker_while_the_old_ones_still_run(tmp_path
         os.kill(first.proc.pid, signal.SIGKILL)
         first.proc.wait(timeout=10)
         with running(config, tmp_path / "second.log", wait=False) as second:
-            time.sleep(2.0)
+            # Until it says so (its start imports LanceDB: seconds on a loaded machine), then a
+            # moment more: all that time the old workers are stopped, and no new one may start.
+            deadline = time.monotonic() + 60
+            while "waiting for the workers of a previous supervisor" not in second.tail():
+                assert time.monotonic() < deadline, "the new supervisor never said it waits for the old workers"
+                time.sleep(0.1)
+            time.sleep(1.0)
             assert all(_alive(pid) for pid in orphans)
             status = second.status()
             assert status is None or not [c for c in status["children"] if c["role"] == "worker"], (
                 "no worker may start while the previous workers still run"
             )
-            assert "waiting for the workers of a previous supervisor" in second.tail()
             for pid in orphans:
                 os.kill(pid, signal.SIGCONT)  # now they see EOF and stop (quickly: orphaned)
             started = time.monotonic()
