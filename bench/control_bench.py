@@ -21,11 +21,11 @@ Each figure is printed beside raw baselines taken in the same run (DESIGN.md §1
   (read back from the ``actions`` table; a row is marked with its worker's next regular flush);
 - ``agentctl create joke --count 10000``: the whole process, on top of the running sessions.
 
-The first lines also say on which filesystem the temporary database lives and whether it keeps
-a journal: on ext4 without one (this project's test machine), creating a file skips over every
-inode deleted in the last 60-360 s, so every LanceDB commit is slower for minutes after many files
-were deleted (a previous run's database removed, a version cleanup). Run it minutes after such a
-deletion, or read its figures beside the raw append of the same run.
+The results' header also says on which filesystem the temporary database lives and whether it
+keeps a journal: on ext4 without one (this project's test machine), creating a file skips over
+every inode deleted in the last 60-360 s, so every LanceDB commit is slower for minutes after
+many files were deleted (a previous run's database removed, a version cleanup). Run it minutes
+after such a deletion, or read its figures beside the raw append of the same run.
 
 The daemon runs the shipped defaults (2 workers, ``[writer] flush_interval = 0.25``, ``[queue]
 poll_interval = 0.5``) on a temporary database, with the gateway and the metrics endpoint on free
@@ -63,6 +63,7 @@ if str(REPO) not in sys.path:
 from agentctl.transport import Connection, DaemonLost, NoDaemon, status  # noqa: E402
 from agentd.paths import light_config  # noqa: E402
 from agentd.protocol_client import request_line  # noqa: E402
+from agentd.store.filesystem import filesystem_of  # noqa: E402
 
 CONFIG = """
 [storage]
@@ -124,23 +125,6 @@ class Daemon:
         except ProcessLookupError:
             pass
         self.proc.wait(timeout=10)
-
-
-def filesystem(path: Path) -> str:
-    """The filesystem holding ``path``, and for ext4 whether it keeps a journal (jbd2 lists the
-    devices it journals): without one, file creation slows after mass deletions (see above)."""
-    best, fstype, device = "", "?", ""
-    for line in Path("/proc/mounts").read_text().splitlines():
-        dev, mount, kind = line.split()[:3]
-        if str(path).startswith(mount) and len(mount) >= len(best):
-            best, fstype, device = mount, kind, dev
-    if fstype != "ext4":
-        return fstype
-    name = os.path.basename(os.path.realpath(device))
-    journaled = any(entry.startswith(f"{name}-") for entry in os.listdir("/proc/fs/jbd2")) if os.path.isdir(
-        "/proc/fs/jbd2"
-    ) else False
-    return "ext4 with a journal" if journaled else "ext4 without a journal (file creation slows after deletions)"
 
 
 class FragmentWatch:
@@ -393,7 +377,7 @@ def main() -> None:
         if not args.keep:
             shutil.rmtree(tmp, ignore_errors=True)
     b50 = pct(bare, 50)
-    fs = filesystem(tmp)
+    fs = filesystem_of(tmp.parent).describe()
     print()
     print(
         f"control plane, {sessions} joke sessions running (shipped defaults: {ready.get('workers')} workers), "

@@ -37,6 +37,7 @@ import pyarrow as pa
 
 from agentd.config import StorageConfig
 from agentd.store import Store
+from agentd.store.filesystem import filesystem_of
 from agentd.store.sql import sql_str
 
 __all__ = [
@@ -265,6 +266,8 @@ class DatabaseClaim:
             if self.storage.is_local:
                 await wait_for_previous_workers(self.storage.local_path, self.previous_workers_timeout)
             store = await Store.open(self.storage.uri, self.storage.num_shards)
+            if self.storage.is_local and (warning := filesystem_of(self.storage.local_path).warning()):
+                log.warning("%s", warning)
             if self.lock is None:
                 lease = SupervisorLease(store.meta)
                 await lease.acquire()

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from agentd.ids import shard_for
+from agentd.store.filesystem import filesystem_of
 
 from .daemon import (
     all_steps,
@@ -129,6 +130,10 @@ def test_sigterm_exits_0_and_sessions_resume_in_the_same_status(tmp_path: Path) 
         daemon.signal(signal.SIGTERM)
         assert daemon.wait(timeout=30) == 0, daemon.tail()
         assert "supervisor exiting with 0" in daemon.tail()
+        # The start says whether the database's filesystem slows commits after deletions (ext4
+        # without a journal), exactly when the detection says so.
+        warned = "ext4 mounted without a journal" in log.read_text(errors="replace")
+        assert warned == filesystem_of(tmp_path / "db").slow_after_deletes
     before = check_seqs(all_steps(settings))
     stopped_at = time.time()
     with running(config, log) as daemon:
