@@ -1,4 +1,6 @@
-"""Appends, claims, acknowledges and reads back actions flat out for N seconds, in its own process.
+"""Appends, claims, acknowledges and reads back actions flat out, in its own process, until its
+stdin closes (at most N seconds): the test decides when it has seen enough, however slow the
+machine.
 
 Prints {"done": [action ids], "errors": [messages]}: an operation that failed because a prune
 removed files it still used shows up in ``errors`` (tests/test_version_window.py).
@@ -9,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+import threading
 import time
 
 from agentd.queue import ActionQueue
@@ -21,7 +24,9 @@ async def main(uri: str, seconds: float) -> None:
     done: list[str] = []
     errors: list[str] = []
     deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
+    closed = threading.Event()
+    threading.Thread(target=lambda: (sys.stdin.buffer.read(), closed.set()), daemon=True).start()
+    while time.monotonic() < deadline and not closed.is_set():
         row = queue.new_action("pause", f"s-{len(done) % 7}")
         try:
             await queue.append_many([row])
@@ -33,6 +38,8 @@ async def main(uri: str, seconds: float) -> None:
             done.append(row.action_id)
         except Exception as exc:
             errors.append(f"{type(exc).__name__}: {exc}"[:300])
+            sys.stderr.write(f"stream error: {errors[-1]}\n")  # seen at once by a test that waits for one
+            sys.stderr.flush()
     sys.stdout.write(json.dumps({"done": done, "errors": errors}) + "\n")
 
 
