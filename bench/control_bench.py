@@ -14,7 +14,7 @@ Each figure is printed beside raw baselines taken in the same run (DESIGN.md §1
   100 ms on average, at random: a person or a script that does something between actions, so
   each action meets the daemon's own background work but not the previous action's);
 - the fragments of the ``actions`` table during the back-to-back requests (counted every quarter
-  second from another process): a claim scans every fragment not yet compacted, so this shows
+  second on the bench's own connection, a manifest read): a claim scans every fragment not yet compacted, so this shows
   whether the supervisor's compaction of ``actions`` kept up;
 - 50 agentctl processes at once, each pausing its own session: errors (each process exits 0 only
   with its acknowledgement), duplicate actions, and how long until every row reads ``done``
@@ -144,8 +144,11 @@ class FragmentWatch:
 
         table = lancedb.connect(str(db)).open_table("actions")
         while not self._stop.wait(every):
-            table.checkout_latest()
-            self.counts.append(int(table.stats()["fragment_stats"]["num_fragments"]))
+            try:
+                table.checkout_latest()
+                self.counts.append(int(table.stats()["fragment_stats"]["num_fragments"]))
+            except Exception as exc:  # a count missed (a version cleaned up under the read): say so, go on
+                sys.stderr.write(f"fragment count skipped: {exc}\n")
 
     def stop(self) -> list[int]:
         self._stop.set()
