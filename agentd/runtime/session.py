@@ -39,8 +39,7 @@ from agentd.store.steps import StepStatus
 from agentd.store.writer import BatchingWriter
 from agentd.timeutil import utcnow
 
-# The command types are re-exported: the host and the create path take them from here.
-__all__ = ["ActionRejected", "Command", "CommandResult", "SessionGone", "SessionRunner"]
+__all__ = ["SessionRunner"]
 
 log = logging.getLogger(__name__)
 
