@@ -197,6 +197,7 @@ def test_pruning_at_the_minimum_age_fails_no_operation_of_another_process(db_uri
     assert removed > 20, f"only {removed} versions were pruned while it ran: the premise does not hold"
 
 
+@pytest.mark.hazard  # not in the default suite: on a loaded machine the loss may not show (pyproject.toml)
 def test_without_a_minimum_age_a_stopped_operation_would_fail(db_uri: str, tmp_path: Path) -> None:
     # A stop shows the loss when it catches an operation in flight: about two times in three on
     # an idle machine, less on a loaded one (more of the stream's time is spent outside LanceDB).
