@@ -10,11 +10,11 @@ up together (``_prefetch_creates``) instead of two queries per session.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable
 from typing import TYPE_CHECKING
 
 from agentd.agents.base import CreateError
 from agentd.agents.registry import UnknownAgentType, agent_type
+from agentd.runtime.ack_path import AckPath
 from agentd.runtime.commands import ActionRejected, Command, CommandResult
 from agentd.runtime.resume import LIVE_STATUSES, from_step
 from agentd.runtime.session import SessionRunner
@@ -33,7 +33,7 @@ __all__ = ["CreatePath"]
 log = logging.getLogger("agentd.runtime.host")
 
 
-class CreatePath:
+class CreatePath(AckPath):
     """The create half of ``SessionHost``; the attributes below are the host's."""
 
     store: Store
@@ -46,9 +46,6 @@ class CreatePath:
         raise NotImplementedError
 
     def _dispatch(self, action: ActionRecord) -> None:
-        raise NotImplementedError
-
-    def _ack(self, action: ActionRecord, outcome: Awaitable[CommandResult]) -> None:
         raise NotImplementedError
 
     def _release_queued(self, session_id: str) -> None:

@@ -17,19 +17,18 @@ import asyncio
 import functools
 import logging
 import os
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from agentd import faults
 from agentd.agents.base import AgentServices
 from agentd.agents.registry import agent_type
 from agentd.config import Settings
 from agentd.ids import new_id, shard_for
 from agentd.llm.base import LLMClient
-from agentd.queue import Ack, ActionQueue
+from agentd.queue import ActionQueue
+from agentd.runtime.ack_path import done, rejected
 from agentd.runtime.acks import AckBatcher, ClaimKeeper
-from agentd.runtime.commands import ActionRejected, Command, CommandResult
+from agentd.runtime.commands import Command, CommandResult
 from agentd.runtime.creates import CreatePath
 from agentd.runtime.lateness import LatencyStats
 from agentd.runtime.resume import load_live_sessions
@@ -40,18 +39,12 @@ from agentd.store import Store
 from agentd.store.actions import ActionRecord
 from agentd.store.sessions import SessionRecord
 from agentd.store.steps import StepRecord, steps_of_actions
-from agentd.store.writer import BatchingWriter, Committed, WriterClosed
+from agentd.store.writer import BatchingWriter, Committed
 from agentd.telemetry import WorkerTelemetry
-from agentd.timeutil import utcnow
 
 __all__ = ["SessionHost"]
 
 log = logging.getLogger(__name__)
-
-# Actions whose acknowledgement goes out once their step commits, before the ``sessions`` row
-# and the acknowledgement's own row: each records its effect in a step with its action_id.
-# (A create's first step alone is not yet listed by ``list``; a destroy stops the runner.)
-EARLY_ACK_KINDS = frozenset({"pause", "resume", "interrupt"})
 
 # A claim that takes longer is abandoned (its rows, if won, are reclaimed after the lease).
 CLAIM_TIMEOUT = 30.0
@@ -170,7 +163,7 @@ class SessionHost(CreatePath):
             for action in actions:
                 step = applied.get(action.action_id)
                 if step is not None:  # applied before a crash or a hand-back: acknowledge it again
-                    self._ack(action, _done(replayed_result(action, step)))
+                    self._ack(action, done(replayed_result(action, step)))
                 else:
                     self._dispatch(action)
             if scanned:
@@ -323,7 +316,7 @@ class SessionHost(CreatePath):
         if self._stopping:
             return
         if action.shard not in self._shard_set or shard_for(action.session_id, self.store.num_shards) != action.shard:
-            self._ack(action, _rejected(f"action for shard {action.shard} is not hosted here"))
+            self._ack(action, rejected(f"action for shard {action.shard} is not hosted here"))
             return
         runner = self.runners.get(action.session_id)
         if action.session_id in self._creating:  # wait for the create in progress
@@ -343,84 +336,6 @@ class SessionHost(CreatePath):
 
     async def _not_hosted(self, action: ActionRecord) -> CommandResult:
         return await act_unhosted(self.writer, self.store, action, self.epoch)
-
-    def _ack(self, action: ActionRecord, outcome: Awaitable[CommandResult]) -> None:
-        task = asyncio.ensure_future(self._acknowledge(action, outcome))
-        self._ack_tasks.add(task)
-        task.add_done_callback(self._ack_tasks.discard)
-
-    async def _acknowledge(self, action: ActionRecord, outcome: Awaitable[CommandResult]) -> None:
-        started = time.perf_counter()
-        try:
-            result, generation = await outcome
-            early = bool(generation) and action.kind in EARLY_ACK_KINDS
-            if generation:
-                await (self.writer.wait_steps_durable if early else self.writer.wait_durable)(generation)
-            faults.hit("after-effect", action.kind)
-            if early:
-                self._push_early(action, result)
-                try:  # the client has its answer: the snapshot may go with the next regular flush
-                    await self.writer.wait_durable(generation, urgent=False)
-                except WriterClosed:  # fenced out: the step is in; the next owner finds it and acknowledges it
-                    return
-        except asyncio.CancelledError:
-            return  # host stopping: the action stays held and is handed back to the queue
-        except ActionRejected as exc:
-            if self._stopping:
-                # The session was shut down (or not found) while the host stops: hand the action
-                # back; its next owner applies it, or rejects it for a reason of its own.
-                return
-            self.actions_failed += 1
-            await self._finish(Ack(action, "failed", error=str(exc), code=exc.code))
-            return
-        except Exception as exc:
-            if self._stopping:
-                log.warning("action %s interrupted by the stop (%s); handing it back", action.action_id, exc)
-                return
-            log.exception("action %s (%s) failed", action.action_id, action.kind)
-            self.actions_failed += 1
-            await self._finish(Ack(action, "failed", error=f"internal error: {exc}", code="internal"))
-            return
-        if await self._finish(Ack(action, "done", result)):
-            self.actions_applied += 1
-            if action.kind in ("create", "destroy") and not result.get("replayed"):
-                # The lifecycle of a fleet shows in the daemon's log; other actions only at debug.
-                log.info(
-                    "session %s %s (agent %s, type %s)",
-                    action.session_id,
-                    "created" if action.kind == "create" else "destroyed",
-                    result.get("agent_id") or action.payload.get("agent_id") or "-",
-                    action.payload.get("agent_type") or "-",
-                )
-        log.debug(
-            "action %s %s applied in %.1f ms", action.kind, action.action_id, (time.perf_counter() - started) * 1000
-        )
-
-    def _push_early(self, action: ActionRecord, result: dict[str, Any]) -> None:
-        """Tell the waiting client now: the step recording the action is committed.
-
-        The step is the source of truth (DESIGN.md §4) and records the ``action_id``, so from
-        here the action counts as applied whatever happens next: if this worker dies before the
-        acknowledgement's row commits, the next owner finds the step and only acknowledges it.
-        Saves the client the ``sessions`` commit and the acknowledgement's merge.
-        """
-        if self.on_acked is None:
-            return
-        try:
-            self.on_acked([action.model_copy(update={"status": "done", "result": result})], True)
-        except Exception:  # a push only, like AckBatcher's
-            log.exception("pushing the acknowledgement of %s failed", action.action_id)
-
-    def _push_committed(self, records: list[ActionRecord]) -> None:
-        assert self.on_acked is not None
-        self.on_acked(records, False)
-
-    async def _finish(self, ack: Ack) -> bool:
-        settled = await self.claims.settle(self.acks, ack, lambda: self._stopping)
-        if settled:
-            latency = (utcnow() - ack.action.created_at).total_seconds()
-            self.telemetry.action(ack.action.kind, ack.status if ack.code is None else ack.code, latency)
-        return settled
 
     def _lateness(self, seconds: float) -> None:
         self.lateness.add(seconds)
@@ -445,11 +360,3 @@ class SessionHost(CreatePath):
             "writer": self.writer.counters(),
             "claims": self.claims.counters(),
         }
-
-
-async def _rejected(message: str) -> CommandResult:
-    raise ActionRejected(message)
-
-
-async def _done(result: dict[str, Any]) -> CommandResult:
-    return result, 0
