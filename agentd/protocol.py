@@ -267,8 +267,8 @@ class Assign(_Message):
 class Wake(_Message):
     """New actions wait in the worker's shards. ``actions`` are the rows the supervisor just
     appended (``ActionRecord`` as JSON, validated by the worker), so the worker claims them by id
-    without scanning the table; a wake without them, or with ``look`` (more rows were appended
-    than it carries), makes it look."""
+    without scanning the table (a big batch comes in several wakes); a wake without them, or with
+    ``look``, makes it scan the table too."""
 
     type: Literal["wake"] = "wake"
     shard: int | None = None

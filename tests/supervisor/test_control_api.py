@@ -301,3 +301,16 @@ def test_what_a_client_reads_after_an_ack_already_shows_the_action(tmp_path: Pat
             params = {"session_id": ids[0], "statuses": ["done"]}
             [done] = converse(path, {"op": "read", "view": "actions", "params": params})
             assert ack["action_id"] in {a["action_id"] for a in done["data"]}, "row not followed"
+
+
+def test_a_big_batch_is_handed_to_a_worker_in_several_wakes_in_order() -> None:
+    """Every appended row goes with a wake (claimed by id, not found by a scan), 2,000 a message."""
+    from agentd.supervision.control_api import MAX_OFFERED, wake_messages
+
+    rows = [{"action_id": f"a-{i}"} for i in range(2 * MAX_OFFERED + 500)]
+    wakes = wake_messages(rows)
+    assert [len(w.actions) for w in wakes] == [MAX_OFFERED, MAX_OFFERED, 500]
+    assert [row for w in wakes for row in w.actions] == rows
+    assert not any(w.look for w in wakes)
+    [empty] = wake_messages([])  # a wake without rows still goes: the worker then scans
+    assert empty.actions == []
