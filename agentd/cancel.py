@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from agentd.queue import retryable
+from agentd.queue import with_retry
 from agentd.store import Store
 from agentd.store.sql import sql_in, sql_str, sql_ts
 from agentd.timeutil import utcnow
@@ -23,7 +23,6 @@ __all__ = ["CANCELLED_MESSAGE", "CancelOutcome", "cancel_actions"]
 
 CancelOutcome = Literal["cancelled", "claimed", "finished", "not_found"]
 CANCELLED_MESSAGE = "cancelled before a worker claimed it"
-_ATTEMPTS = 8
 
 
 def _outcome(row: dict[str, Any] | None) -> CancelOutcome:
@@ -66,13 +65,7 @@ async def cancel_actions(store: Store, action_ids: list[str]) -> dict[str, Any]:
             "done_at": sql_ts(utcnow()),
         }
         where = f"({pins}) AND status = 'pending' AND claimed_by IS NULL"
-        for attempt in range(_ATTEMPTS):
-            try:
-                await store.actions.update(updates_sql=updates, where=where)
-                break
-            except Exception as exc:
-                if attempt == _ATTEMPTS - 1 or not retryable(exc):
-                    raise
+        await with_retry("cancel", lambda: store.actions.update(updates_sql=updates, where=where))
     after = await _rows(store, [r["action_id"] for r in open_rows]) if open_rows else {}
     results = []
     for action_id in ids:

@@ -38,7 +38,7 @@ from agentd.store.actions import ActionRecord, purge_finished_actions
 from agentd.store.sql import sql_in, sql_str, sql_ts
 from agentd.timeutil import utcnow
 
-__all__ = ["Ack", "ActionQueue", "ClaimLost", "QueueError", "retryable"]
+__all__ = ["Ack", "ActionQueue", "ClaimLost", "QueueError", "retryable", "with_retry"]
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ def _parse_rows(rows: Any) -> tuple[list[ActionRecord], dict[str, str]]:
     return records, unreadable
 
 
-async def _with_retry(what: str, call: Any, attempts: int = 8) -> Any:
+async def with_retry(what: str, call: Any, attempts: int = 8) -> Any:
     """Run ``call()`` again with jittered backoff while LanceDB reports a commit conflict."""
     delay = 0.01
     for attempt in range(attempts):
@@ -150,7 +150,7 @@ class ActionQueue:
         async def insert() -> Any:
             return await self.table.merge_insert("action_id").when_not_matched_insert_all().execute(data)
 
-        await _with_retry("enqueue", insert)
+        await with_retry("enqueue", insert)
         stored = await self.get(record.action_id)
         if stored is None:  # pragma: no cover - the insert above committed or raised
             raise QueueError(f"action {record.action_id} vanished after enqueue")
@@ -274,7 +274,7 @@ class ActionQueue:
         # against the latest version, where the version pin alone already excludes changed rows.
         where = f"({pins}) AND ({self._claimable_clause(shards, takeover=takeover)})"
         updates = self._claim_updates(token, now)
-        result = await _with_retry("claim", lambda: self.table.update(updates_sql=updates, where=where))
+        result = await with_retry("claim", lambda: self.table.update(updates_sql=updates, where=where))
         if result.rows_updated == 0:
             log.debug("claim of %d actions: all taken elsewhere", len(candidates))
             return []
@@ -322,7 +322,7 @@ class ActionQueue:
         # six halves the update's scan.
         where = f"({pins}) AND status = 'pending'"
         updates = self._claim_updates(token, now)
-        result = await _with_retry("claim", lambda: self.table.update(updates_sql=updates, where=where))
+        result = await with_retry("claim", lambda: self.table.update(updates_sql=updates, where=where))
         if result.rows_updated == len(offered):
             return [
                 a.model_copy(
@@ -362,7 +362,7 @@ class ActionQueue:
             }
             where = f"action_id = {sql_str(action_id)} AND claim_token = {sql_str(token)} AND status = 'claimed'"
             try:
-                await _with_retry(
+                await with_retry(
                     "fail unreadable", lambda u=updates, w=where: self.table.update(updates_sql=u, where=w)
                 )
             except Exception as exc:  # it stays claimed by us; the next start takes it over and fails it again
@@ -379,7 +379,7 @@ class ActionQueue:
             return 0
         updates = {"lease_until": sql_ts(utcnow() + timedelta(seconds=self.lease))}
         where = f"status = 'claimed' AND claimed_by = {sql_str(self.claimer)} AND {sql_in('claim_token', tokens)}"
-        result = await _with_retry("renew", lambda: self.table.update(updates_sql=updates, where=where))
+        result = await with_retry("renew", lambda: self.table.update(updates_sql=updates, where=where))
         return int(result.rows_updated)
 
     async def release(self, actions: Iterable[ActionRecord]) -> int:
@@ -396,7 +396,7 @@ class ActionQueue:
             return 0
         updates = {"status": "'pending'", "version": "version + 1", "lease_until": "NULL"}
         where = f"status = 'claimed' AND ({' OR '.join(pins)})"
-        result = await _with_retry("release", lambda: self.table.update(updates_sql=updates, where=where))
+        result = await with_retry("release", lambda: self.table.update(updates_sql=updates, where=where))
         return int(result.rows_updated)
 
     async def complete(self, action: ActionRecord, result: dict[str, Any] | None = None) -> ActionRecord:
@@ -460,7 +460,7 @@ class ActionQueue:
             return await self.table.merge_insert("action_id").when_matched_update_all(where=condition).execute(data)
 
         # Shield: the acknowledgement must be recorded even if the caller is being cancelled.
-        outcome = await asyncio.shield(_with_retry("ack", merge))
+        outcome = await asyncio.shield(with_retry("ack", merge))
         rows_updated = int(outcome.num_updated_rows)
         won: set[str]
         if rows_updated == len(acks):
