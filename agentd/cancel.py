@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from agentd.queue import with_retry
 from agentd.store import Store
+from agentd.store.retry import with_retry
 from agentd.store.sql import sql_in, sql_str, sql_ts
 from agentd.timeutil import utcnow
 

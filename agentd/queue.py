@@ -40,7 +40,7 @@ from agentd.store.retry import retryable, with_retry
 from agentd.store.sql import sql_in, sql_str, sql_ts
 from agentd.timeutil import utcnow
 
-__all__ = ["Ack", "ActionQueue", "ClaimLost", "QueueError", "retryable", "with_retry"]
+__all__ = ["Ack", "ActionQueue", "ClaimLost", "QueueError", "retryable"]
 
 log = logging.getLogger(__name__)
 
