@@ -7,10 +7,13 @@ item submitted on the control socket (valid items applied, the invalid one repor
 from __future__ import annotations
 
 import json
+import os
+import pty
+import subprocess
 from typing import Any
 
 import pytest
-from ctlkit import Ctl, Daemon
+from ctlkit import Ctl, Daemon, agentctl_argv, stop_process
 
 import agentctl.cli
 import agentctl.fleet
@@ -145,3 +148,42 @@ def test_types_stop_suggestion_and_list_fits_the_terminal(ctl: Ctl) -> None:
     listed = ctl.json("conversation", "list")
     rows = listed if isinstance(listed, list) else [listed]
     assert any(r["conversation_id"] == cid and r["messages"] == 0 for r in rows)
+
+
+def test_create_count_shows_a_progress_bar_only_on_a_terminal(ctl: Ctl) -> None:
+    """The bar goes to stderr when stderr is a terminal (a pty here); piped, stderr stays quiet and
+    stdout carries only the session ids either way."""
+    agent = new_id("bar")
+    primary, secondary = pty.openpty()
+    try:
+        proc = subprocess.Popen(
+            [*agentctl_argv(), "--config", str(ctl.config), "create", "joke", "--count", "3", "--agent-id", agent],
+            stdout=subprocess.PIPE,
+            stderr=secondary,
+            text=True,
+        )
+        try:
+            out, _ = proc.communicate(timeout=120)
+        finally:
+            stop_process(proc)
+        os.close(secondary)
+        secondary = -1
+        shown = b""
+        while True:
+            try:
+                chunk = os.read(primary, 65536)
+            except OSError:  # EIO: the writer side is closed and drained
+                break
+            if not chunk:
+                break
+            shown += chunk
+    finally:
+        os.close(primary)
+        if secondary != -1:
+            os.close(secondary)
+    assert proc.returncode == 0
+    assert len(out.split()) == 3, out
+    text = shown.decode(errors="replace")
+    assert "creating" in text and "3/3" in text, f"no progress bar on the terminal: {text!r}"
+    piped = ctl("create", "joke", "--count", "3", "--agent-id", agent)
+    assert "creating" not in piped.stderr and len(piped.stdout.split()) == 3
