@@ -4,6 +4,11 @@ Each figure is printed beside raw baselines taken in the same run (DESIGN.md §1
 
 - baselines: a bare interpreter start (``python -c pass``), ``agentctl --version`` (click and
   the package metadata, no request), and one raw LanceDB append of one row to a scratch table;
+- the floor of the server-side path: the same socket requests on a quiet daemon (2 sessions, one
+  request every 300 ms on average), each split into its hand-overs. The path is three LanceDB
+  commits in series (the daemon's append, the worker's claim, the steps commit), so this is what
+  the machine and LanceDB cost before any load: with 1,000 sessions every figure below is this
+  floor plus contention for the same cores;
 - ``agentctl create joke --count 1000``: the whole process, wall time until every create is
   acknowledged (these become the 1,000 running sessions);
 - a whole ``agentctl pause``/``resume`` process with the daemon up: p50 and p99 over many runs,
@@ -356,7 +361,12 @@ def main() -> None:
         bare = timed_runs([sys.executable, "-c", "pass"], 20)
         version = timed_runs([*agentctl_argv(), "--version"], 20)
         append = raw_append_ms(tmp / "scratch", 30)
-        print(f"baselines taken; creating {sessions} sessions", flush=True)
+        print("baselines taken; measuring the quiet floor with 2 sessions", flush=True)
+        _, quiet_ids, _ = create_count(config, 2)
+        time.sleep(2)
+        quiet = socket_acks(daemon.socket, quiet_ids, samples // 2, pace=0.3)
+        quiet_phases = asyncio.run(_phases(config, quiet))
+        print(f"creating {sessions} sessions", flush=True)
         create_s, ids, _ = create_count(config, sessions)
         print(f"created {len(ids)} sessions in {create_s:.1f}s", flush=True)
         time.sleep(2)
@@ -397,6 +407,13 @@ def main() -> None:
     row("`python -c pass` (baseline)", bare)
     row("`agentctl --version` (baseline)", version)
     row("raw LanceDB append, 1 row (baseline)", append, ratio=False, digits=1)
+    row(
+        f"server side, quiet floor: 2 sessions, one request every 300 ms ({len(quiet)} socket samples)",
+        [t.ms for t in quiet],
+        ratio=False,
+    )
+    for phase, values in quiet_phases.items():
+        row(f"  of which {phase}", values, ratio=False, digits=1)
     row(f"whole `agentctl pause`/`resume` process, daemon up ({runs} runs)", pauses)
     row(f"server side: submitted -> acknowledged durable ({samples} socket samples, back to back)", server, ratio=False)
     for phase, values in phases.items():
