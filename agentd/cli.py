@@ -289,9 +289,10 @@ def gateway_command(obj: Context, exit_with_parent: bool) -> None:
 
     if exit_with_parent:
         # Started by the supervisor: never outlive it (a restarted daemon starts its own gateway).
-        from agentd.worker import set_parent_death_signal
+        from agentd.orphans import exit_when_orphaned, set_parent_death_signal
 
         set_parent_death_signal()
+        exit_when_orphaned()
         if os.getppid() == 1:
             sys.exit(0)
     sys.exit(run_gateway(settings))

@@ -12,6 +12,8 @@ nothing armed (production), ``hit()`` is one dict lookup on an empty dict.
 Points:
 - ``after-effect[:KIND]``: an action's state change is durable (for pause, resume and interrupt: its
   step, before the ``sessions`` row), its ack neither pushed nor committed.
+- ``stopping:ROLE``: a worker (``stopping:worker``) begins its graceful stop (an awaiting
+  point: ``stall`` makes the stop hang, as a wedged one would).
 - ``after-reply-post``: a persona's reply message is committed, the step recording it not yet
   (an awaiting point: ``stall`` works there).
 """

@@ -9,7 +9,8 @@ lines both ways: the worker sends ``ready``, then a ``heartbeat`` with its count
 heartbeat interval *from a task on its event loop* (so a blocked loop misses its beat);
 the supervisor sends ``wake`` (new actions for a shard) and ``stop``. EOF on the channel means
 the supervisor died: the worker stops gracefully by itself, and PR_SET_PDEATHSIG adds a
-SIGTERM for the same case, so no orphan keeps running its shards.
+SIGTERM for the same case, so no orphan keeps running its shards (and ``agentd.orphans`` ends it
+hard if that stop hangs).
 
 Settings: the first line on the control channel is the supervisor's validated configuration
 (``agentd.supervision.handoff``); a worker never re-reads ``config.toml`` when it has a channel,
@@ -39,9 +40,11 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from agentd import faults
 from agentd.config import ConfigError, Settings, load_settings
 from agentd.ids import shards_of_worker
 from agentd.logsetup import configure_logging
+from agentd.orphans import exit_when_orphaned, set_parent_death_signal
 from agentd.protocol import (
     HINT_ROWS_MAX_BYTES,
     MAX_LINE,
@@ -68,20 +71,6 @@ EXIT_BOOT = 3
 EXIT_FENCED = 4
 # Seconds an orphaned worker (its supervisor died) gives its sessions to stop.
 ORPHAN_STOP_TIMEOUT = 2.0
-
-
-def set_parent_death_signal() -> None:
-    """Ask Linux to SIGTERM us when the supervisor dies (belt and braces beside pipe EOF)."""
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        pr_set_pdeathsig = 1
-        libc.prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
-    except Exception:  # pragma: no cover - best effort
-        log.debug("prctl(PR_SET_PDEATHSIG) unavailable")
 
 
 class ControlChannel:
@@ -271,6 +260,7 @@ async def _serve(settings: Settings, args: argparse.Namespace) -> int:
         # so finish the ticks in flight briefly; what is not durable is simply redone.
         timeout = min(timeout, ORPHAN_STOP_TIMEOUT)
     log.info("%s stopping (%d sessions)", name, len(host.runners))
+    await faults.hit_async("stopping", "worker")
     await host.stop(timeout=timeout)
     for task in tasks:
         task.cancel()
@@ -346,6 +336,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     set_parent_death_signal()
+    if args.control_fd is not None:  # the supervisor's child: never outlive it for long
+        exit_when_orphaned()
     try:
         if args.control_fd is not None:
             settings = read_hello(args.control_fd)  # the supervisor's settings, never the file

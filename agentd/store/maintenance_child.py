@@ -11,9 +11,10 @@ when it died, or when the loop stops.
 
 It is started with ``posix_spawn`` (``agentd.spawn``: the supervisor never forks after LanceDB
 is loaded) and never outlives the supervisor: its requests come on stdin, so EOF ends it, and a
-parent-death signal (Linux) covers a SIGKILL. Protocol: one JSON request per line on its stdin, one JSON
-reply per line on its stdout (``{"report": ..., "rss": bytes}`` or ``{"error": ..., "rss": ...}``);
-its stdout is moved away from fd 1 first, so a stray print cannot corrupt a reply.
+parent-death signal (Linux) covers a SIGKILL, with a hard bound (``agentd.orphans``). Protocol:
+one JSON request per line on its stdin, one JSON reply per line on its stdout
+(``{"report": ..., "rss": bytes}`` or ``{"error": ..., "rss": ...}``); its stdout is moved away
+from fd 1 first, so a stray print cannot corrupt a reply.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ import json
 import logging
 import os
 import resource
-import signal
 import sys
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -171,17 +171,6 @@ def _rss_bytes() -> int:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def _die_with_parent() -> None:
-    """SIGTERM when the supervisor dies, even by SIGKILL (stdin EOF covers the rest)."""
-    if sys.platform.startswith("linux"):
-        try:
-            import ctypes
-
-            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
-        except (OSError, AttributeError):  # pragma: no cover - best effort
-            log.debug("prctl(PR_SET_PDEATHSIG) unavailable")
-
-
 async def _child_main(uri: str, num_shards: int, out: Any) -> None:
     """The child's loop: one JSON request per stdin line, one JSON reply per line on ``out``."""
     store = await Store.open(uri, num_shards, create=False)
@@ -215,7 +204,10 @@ async def _child_main(uri: str, num_shards: int, out: Any) -> None:
 
 
 def _child(argv: list[str]) -> int:
-    _die_with_parent()
+    from agentd.orphans import exit_when_orphaned, set_parent_death_signal
+
+    set_parent_death_signal()  # SIGTERM when the supervisor dies, even by SIGKILL; stdin EOF too
+    exit_when_orphaned()
     # The replies own the original stdout; anything else printing lands on stderr.
     out = os.fdopen(os.dup(1), "w", encoding="utf-8")
     os.dup2(2, 1)

@@ -6,7 +6,8 @@ read of ``config.toml``: a file broken on disk after start must not keep a resta
 from coming back. After the settings the channel carries the workers' commit hints
 (``agentd.protocol.CommitHint``, forwarded by the supervisor), so the gateway reads new rows at
 once instead of at its next poll.
-Like every child, it exits when the supervisor dies (parent-death signal).
+Like every child, it exits when the supervisor dies (parent-death signal), and within
+``agentd.orphans.ORPHAN_EXIT_DEADLINE`` seconds even if its graceful stop hangs.
 """
 
 from __future__ import annotations
@@ -28,9 +29,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="agentd-gateway-child", description=__doc__.splitlines()[0])
     parser.add_argument("--control-fd", type=int, required=True)
     args = parser.parse_args(argv)
-    from agentd.worker import set_parent_death_signal
+    from agentd.orphans import exit_when_orphaned, set_parent_death_signal
 
     set_parent_death_signal()
+    exit_when_orphaned()
     if os.getppid() == 1:  # the supervisor died before we got here
         return 0
     try:

@@ -71,8 +71,9 @@ retries = 1
 retry_backoff = 0.2
 """
 
-# Children of a SIGKILLed supervisor still running after this long are reported.
-ORPHAN_LIMIT = 30.0
+# Children of a SIGKILLed supervisor still running after this long are reported (each child ends
+# itself at most agentd.orphans.ORPHAN_EXIT_DEADLINE = 10 s after its supervisor died).
+ORPHAN_LIMIT = 20.0
 FAULT_KINDS = ("kill_worker", "kill_gateway", "kill_supervisor", "sighup_workers", "sigstop_worker")
 
 

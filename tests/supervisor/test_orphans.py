@@ -1,0 +1,114 @@
+"""A child never outlives its supervisor for long, even when its graceful stop hangs (agentd.orphans)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+from helpers import REPO
+
+from agentd.orphans import ORPHAN_EXIT_DEADLINE
+
+from .daemon import Daemon, write_config
+
+# The deadline, plus noticing the parent is gone (a quarter second), plus a loaded machine.
+BOUND = ORPHAN_EXIT_DEADLINE + 8.0
+
+
+def _alive(pid: int) -> bool:
+    """Running, and not a zombie waiting for whoever adopted it."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _gone_within(pids: list[int], seconds: float) -> float | None:
+    """Seconds until every pid is gone, or None if some still run after ``seconds``."""
+    started = time.monotonic()
+    while time.monotonic() - started < seconds:
+        if not any(_alive(pid) for pid in pids):
+            return time.monotonic() - started
+        time.sleep(0.1)
+    return None
+
+
+def _kill(pids: list[int]) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def test_an_orphan_that_ignores_sigterm_exits_after_the_deadline(tmp_path: Path) -> None:
+    """The bound alone: a child whose graceful stop never happens (SIGTERM ignored) still exits
+    once its parent has been gone for the deadline, and not while its parent lives."""
+    ready, pid_file = tmp_path / "ready", tmp_path / "child.pid"
+    child = textwrap.dedent(
+        f"""
+        import signal, time
+        from agentd.orphans import exit_when_orphaned, set_parent_death_signal
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a graceful stop that never comes
+        set_parent_death_signal()
+        exit_when_orphaned(1.0)
+        open({str(ready)!r}, "w").close()
+        time.sleep(600)
+        """
+    )
+    parent = textwrap.dedent(
+        f"""
+        import subprocess, sys, time
+        child = subprocess.Popen([sys.executable, "-c", {child!r}])
+        open({str(pid_file)!r}, "w").write(str(child.pid))
+        time.sleep(600)
+        """
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    middle = subprocess.Popen([sys.executable, "-c", parent], env=env)
+    pids = [middle.pid]
+    try:
+        deadline = time.monotonic() + 60
+        while not ready.exists():
+            assert time.monotonic() < deadline, "the child never started"
+            time.sleep(0.05)
+        pids.append(int(pid_file.read_text()))
+        time.sleep(2.0)  # twice the deadline: a live parent keeps it running
+        assert _alive(pids[1]), "the child exited although its parent is alive"
+        middle.kill()
+        middle.wait(timeout=10)
+        took = _gone_within([pids[1]], 1.0 + 8.0)
+        assert took is not None, "the orphan still runs long after its deadline"
+        assert took >= 0.9, f"the orphan exited after {took:.2f}s, before its deadline"
+    finally:
+        _kill(pids)
+        middle.wait(timeout=10)
+
+
+def test_workers_whose_stop_hangs_exit_within_the_deadline_after_a_supervisor_sigkill(tmp_path: Path) -> None:
+    """A supervisor killed with SIGKILL; its workers' graceful stop hangs (the fault point
+    ``stopping:worker`` stalls it): they still exit within the deadline, so a new supervisor,
+    which waits for them, is not held up."""
+    config = write_config(tmp_path, warm_spare="false")
+    daemon = Daemon(config, tmp_path / "daemon.log", env={"AGENTD_FAULTS": "stopping:worker=stall"})
+    workers: list[int] = []
+    try:
+        daemon.wait_ready()
+        workers = [w["pid"] for w in daemon.workers().values()]
+        assert len(workers) == 2
+        os.kill(daemon.proc.pid, signal.SIGKILL)
+        daemon.proc.wait(timeout=10)
+        took = _gone_within(workers, BOUND)
+        log = daemon.tail(20000)
+        assert "fault point stopping:worker armed: stalling" in log, log[-3000:]
+        assert took is not None, f"orphaned workers {workers} still run {BOUND:.0f}s after their supervisor died"
+        assert "the supervisor (pid" in log and "is gone" in log, log[-3000:]
+    finally:
+        _kill(workers)
+        daemon.kill_all()
