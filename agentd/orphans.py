@@ -28,7 +28,7 @@ import sys
 import threading
 import time
 
-__all__ = ["EXIT_ORPHANED", "ORPHAN_EXIT_DEADLINE", "exit_when_orphaned", "set_parent_death_signal"]
+__all__ = ["EXIT_ORPHANED", "ORPHAN_EXIT_DEADLINE", "PARENT_PID_ENV", "exit_when_orphaned", "set_parent_death_signal"]
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +37,12 @@ log = logging.getLogger(__name__)
 ORPHAN_EXIT_DEADLINE = 10.0
 EXIT_ORPHANED = 1  # nobody reads it (the parent is gone); "anything else" in every child's codes
 _POLL = 0.25
+# Set by the supervisor in each child's environment (agentd.supervision.children.child_env): its
+# own pid. A child reads it instead of trusting its parent pid at start, because a supervisor
+# killed while the child was still importing has re-parented it already: it would take its
+# adopter for its supervisor and wait for it forever (the long chaos run: two such orphans, of
+# supervisors killed a second after they started their children).
+PARENT_PID_ENV = "AGENTD_SUPERVISOR_PID"
 
 
 def set_parent_death_signal() -> None:
@@ -57,9 +63,10 @@ def exit_when_orphaned(deadline: float = ORPHAN_EXIT_DEADLINE) -> threading.Thre
     """Start the thread that ends this process ``deadline`` seconds after its parent died.
 
     Call it early in a child started by the supervisor (not in a process run by hand, whose
-    parent is a shell or systemd). The parent is whoever it is at the call.
+    parent is a shell or systemd). The parent is the pid in ``PARENT_PID_ENV`` when the
+    supervisor set it, else whoever the parent is at the call.
     """
-    parent = os.getppid()
+    parent = int(os.environ.pop(PARENT_PID_ENV, "0") or 0) or os.getppid()
 
     def watch() -> None:
         while os.getppid() == parent:

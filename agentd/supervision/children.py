@@ -22,6 +22,7 @@ from typing import Any
 import psutil
 from pydantic import BaseModel
 
+from agentd.orphans import PARENT_PID_ENV
 from agentd.protocol import (
     MAX_LINE,
     Acked,
@@ -215,10 +216,12 @@ async def spawn_child(role: str, module: str, args: list[str], *, channel: bool,
 
 def child_env() -> dict[str, str]:
     """Our environment without systemd's notify variables: the supervisor alone speaks to
-    systemd (NotifyAccess=main); children must not try."""
+    systemd (NotifyAccess=main); children must not try. Plus our pid, by which a child knows
+    whether we died before it looked (``agentd.orphans``)."""
     env = dict(os.environ)
     for name in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"):
         env.pop(name, None)
+    env[PARENT_PID_ENV] = str(os.getpid())
     return env
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from helpers import REPO
 
-from agentd.orphans import ORPHAN_EXIT_DEADLINE
+from agentd.orphans import ORPHAN_EXIT_DEADLINE, PARENT_PID_ENV
 
 from .daemon import Daemon, write_config
 
@@ -89,6 +89,42 @@ def test_an_orphan_that_ignores_sigterm_exits_after_the_deadline(tmp_path: Path)
     finally:
         _kill(pids)
         middle.wait(timeout=10)
+
+
+def test_a_child_whose_supervisor_died_before_it_looked_still_exits(tmp_path: Path) -> None:
+    """The supervisor names itself in the child's environment: a child it started that arms the
+    deadline only after the supervisor died (still importing; already adopted by another process)
+    knows it is an orphan, instead of taking its adopter for its supervisor."""
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait(timeout=30)  # a supervisor that is no more
+    ready = tmp_path / "ready"
+    child = textwrap.dedent(
+        f"""
+        import os, time
+        from agentd.orphans import PARENT_PID_ENV, exit_when_orphaned
+        exit_when_orphaned(1.0)
+        assert PARENT_PID_ENV not in os.environ  # not handed on to anything it starts
+        open({str(ready)!r}, "w").close()
+        time.sleep(600)
+        """
+    )
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+        PARENT_PID_ENV: str(gone.pid),
+    }
+    started = time.monotonic()
+    proc = subprocess.Popen([sys.executable, "-c", child], env=env)  # its real parent (us) lives on
+    try:
+        took = _gone_within([proc.pid], 60.0)
+        assert took is not None, "a child of a dead supervisor never exited"
+        assert ready.exists(), "the child exited before it armed the deadline"
+        assert time.monotonic() - started >= 1.0, "the child exited before its deadline"
+        proc.wait(timeout=10)
+        assert proc.returncode == 1
+    finally:
+        _kill([proc.pid])
+        proc.wait(timeout=10)
 
 
 def test_workers_whose_stop_hangs_exit_within_the_deadline_after_a_supervisor_sigkill(tmp_path: Path) -> None:
