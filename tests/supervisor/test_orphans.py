@@ -64,9 +64,11 @@ def test_an_orphan_that_ignores_sigterm_exits_after_the_deadline(tmp_path: Path)
     )
     parent = textwrap.dedent(
         f"""
-        import subprocess, sys, time
+        import os, subprocess, sys, time
         child = subprocess.Popen([sys.executable, "-c", {child!r}])
-        open({str(pid_file)!r}, "w").write(str(child.pid))
+        with open({str(pid_file)!r} + ".tmp", "w") as out:
+            out.write(str(child.pid))
+        os.replace({str(pid_file)!r} + ".tmp", {str(pid_file)!r})
         time.sleep(600)
         """
     )
@@ -75,7 +77,7 @@ def test_an_orphan_that_ignores_sigterm_exits_after_the_deadline(tmp_path: Path)
     pids = [middle.pid]
     try:
         deadline = time.monotonic() + 60
-        while not ready.exists():
+        while not (ready.exists() and pid_file.exists() and pid_file.read_text().strip()):
             assert time.monotonic() < deadline, "the child never started"
             time.sleep(0.05)
         pids.append(int(pid_file.read_text()))
