@@ -28,7 +28,14 @@ import sys
 import threading
 import time
 
-__all__ = ["EXIT_ORPHANED", "ORPHAN_EXIT_DEADLINE", "PARENT_PID_ENV", "exit_when_orphaned", "set_parent_death_signal"]
+__all__ = [
+    "EXIT_ORPHANED",
+    "ORPHAN_EXIT_DEADLINE",
+    "PARENT_PID_ENV",
+    "exit_when_orphaned",
+    "orphaned",
+    "set_parent_death_signal",
+]
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +50,7 @@ _POLL = 0.25
 # adopter for its supervisor and wait for it forever (the long chaos run: two such orphans, of
 # supervisors killed a second after they started their children).
 PARENT_PID_ENV = "AGENTD_SUPERVISOR_PID"
+_parent: int | None = None  # the supervisor's pid, once exit_when_orphaned has read it
 
 
 def set_parent_death_signal() -> None:
@@ -66,7 +74,8 @@ def exit_when_orphaned(deadline: float = ORPHAN_EXIT_DEADLINE) -> threading.Thre
     parent is a shell or systemd). The parent is the pid in ``PARENT_PID_ENV`` when the
     supervisor set it, else whoever the parent is at the call.
     """
-    parent = int(os.environ.pop(PARENT_PID_ENV, "0") or 0) or os.getppid()
+    global _parent
+    parent = _parent = int(os.environ.pop(PARENT_PID_ENV, "0") or 0) or os.getppid()
 
     def watch() -> None:
         while os.getppid() == parent:
@@ -83,3 +92,8 @@ def exit_when_orphaned(deadline: float = ORPHAN_EXIT_DEADLINE) -> threading.Thre
     thread = threading.Thread(target=watch, name="orphan-deadline", daemon=True)
     thread.start()
     return thread
+
+
+def orphaned() -> bool:
+    """Whether the supervisor that started us is gone (False before ``exit_when_orphaned``)."""
+    return _parent is not None and os.getppid() != _parent

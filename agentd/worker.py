@@ -44,7 +44,7 @@ from agentd import faults
 from agentd.config import ConfigError, Settings, load_settings
 from agentd.ids import shards_of_worker
 from agentd.logsetup import configure_logging
-from agentd.orphans import exit_when_orphaned, set_parent_death_signal
+from agentd.orphans import exit_when_orphaned, orphaned, set_parent_death_signal
 from agentd.protocol import (
     HINT_ROWS_MAX_BYTES,
     MAX_LINE,
@@ -131,7 +131,6 @@ async def _serve(settings: Settings, args: argparse.Namespace) -> int:
     # Signals first: Ctrl-C in a terminal reaches every child, including one still booting or
     # waiting as the spare, and each must stop cleanly rather than die with a traceback.
     stop = asyncio.Event()
-    parent = os.getppid()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
@@ -255,7 +254,7 @@ async def _serve(settings: Settings, args: argparse.Namespace) -> int:
             log.error("%s failed: %r", task.get_name(), error)
             code = 1
     timeout = settings.daemon.stop_timeout * 0.8
-    if channel is not None and os.getppid() != parent:
+    if channel is not None and orphaned():
         # Orphaned (the supervisor died): a new one waits for us before starting its workers,
         # so finish the ticks in flight briefly; what is not durable is simply redone.
         timeout = min(timeout, ORPHAN_STOP_TIMEOUT)

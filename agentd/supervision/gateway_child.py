@@ -29,11 +29,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="agentd-gateway-child", description=__doc__.splitlines()[0])
     parser.add_argument("--control-fd", type=int, required=True)
     args = parser.parse_args(argv)
-    from agentd.orphans import exit_when_orphaned, set_parent_death_signal
+    from agentd.orphans import exit_when_orphaned, orphaned, set_parent_death_signal
 
     set_parent_death_signal()
     exit_when_orphaned()
-    if os.getppid() == 1:  # the supervisor died before we got here
+    if orphaned():  # the supervisor died before we got here
         return 0
     try:
         settings = read_hello(args.control_fd)

@@ -54,10 +54,11 @@ def test_an_orphan_that_ignores_sigterm_exits_after_the_deadline(tmp_path: Path)
     child = textwrap.dedent(
         f"""
         import signal, time
-        from agentd.orphans import exit_when_orphaned, set_parent_death_signal
+        from agentd.orphans import exit_when_orphaned, orphaned, set_parent_death_signal
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a graceful stop that never comes
         set_parent_death_signal()
         exit_when_orphaned(1.0)
+        assert not orphaned()
         open({str(ready)!r}, "w").close()
         time.sleep(600)
         """
@@ -103,8 +104,9 @@ def test_a_child_whose_supervisor_died_before_it_looked_still_exits(tmp_path: Pa
     child = textwrap.dedent(
         f"""
         import os, time
-        from agentd.orphans import PARENT_PID_ENV, exit_when_orphaned
+        from agentd.orphans import PARENT_PID_ENV, exit_when_orphaned, orphaned
         exit_when_orphaned(1.0)
+        assert orphaned()  # what the worker's stop and the gateway's start ask
         assert PARENT_PID_ENV not in os.environ  # not handed on to anything it starts
         open({str(ready)!r}, "w").close()
         time.sleep(600)
