@@ -152,7 +152,8 @@ class Child:
             "pid": self.pid,
             "epoch": self.epoch,
             "alive": self.alive,
-            "ready": self.ready,
+            # A spare is ready once it stands by (imported, waiting for a slot); it never sends Ready.
+            "ready": self.ready or (self.role == "spare" and self.ready_event.is_set()),
             "uptime": round(now - self.started_at, 1),
             "shards": self.shards,
             "sessions": self.counters.get("sessions"),
