@@ -106,7 +106,7 @@ class SessionRunner(SessionState):
         loop = asyncio.get_running_loop()
         command.future = loop.create_future()
         if self._finished:
-            command.future.set_exception(SessionGone(f"session {self.session_id} is {self.status}"))
+            self._gone(command.future)
         else:
             self._inbox.append(command)
             self.wake()
@@ -187,11 +187,18 @@ class SessionRunner(SessionState):
             if handle is not None:
                 handle.cancel()
 
+    def _gone(self, future: asyncio.Future[CommandResult]) -> None:
+        """Fail ``future`` with SessionGone, marked as seen: a host's shutdown command to a session
+        already stopping is never awaited, and asyncio logged an ERROR for it at every such stop.
+        Awaiting it still raises."""
+        future.set_exception(SessionGone(f"session {self.session_id} is {self.status}"))
+        future.exception()
+
     def _reject_pending(self) -> None:
         while self._inbox:
             command = self._inbox.pop(0)
             if command.future is not None and not command.future.done():
-                command.future.set_exception(SessionGone(f"session {self.session_id} is {self.status}"))
+                self._gone(command.future)
 
     # -- persistence -------------------------------------------------------------------------
 

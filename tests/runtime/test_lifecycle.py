@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 from typing import Any
 
+import pytest
 from helpers import run
 from pydantic import BaseModel
 
 from agentd.agents.base import Agent, StepOutcome, Tick
 from agentd.agents.registry import register
+from agentd.runtime.commands import Command, SessionGone
 from agentd.store.steps import read_steps
 
 from .harness import assert_contiguous, fast_settings, hosted
@@ -177,6 +180,26 @@ def test_destroy_stops_and_persists_final_state(db_uri: str) -> None:
             assert again.status == "done" and again.result == {"session_id": "j1", "status": "stopped"}
             paused = await h.act("pause", "j1")
             assert paused.status == "failed" and paused.error == "session j1 is stopped"
+
+    run(scenario())
+
+
+def test_a_command_to_a_finished_session_fails_without_an_unretrieved_error(db_uri: str) -> None:
+    """asyncio logged "Future exception was never retrieved" (SessionGone) at worker stops that met
+    a session just stopped: the host's shutdown command to it failed, and nobody awaits those."""
+
+    async def scenario() -> None:
+        unretrieved: list[str] = []
+        asyncio.get_running_loop().set_exception_handler(lambda _loop, context: unretrieved.append(context["message"]))
+        async with hosted(fast_settings(db_uri)) as h:
+            await h.create("j1")
+            runner = h.host.runners["j1"]
+            await h.act("destroy", "j1")
+            runner.submit(Command("shutdown"))  # what a host's stop sends; dropped unawaited
+            with pytest.raises(SessionGone):
+                await runner.submit(Command("pause"))
+            gc.collect()
+        assert unretrieved == []
 
     run(scenario())
 
