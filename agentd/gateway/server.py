@@ -42,6 +42,7 @@ from agentd.gateway.subscriber import Connection
 from agentd.gateway.subscription import GatewayContext
 from agentd.gateway.tailer import MessageTail
 from agentd.gateway.web import QuietHttpLog, route
+from agentd.orphans import orphaned
 from agentd.protocol import MAX_LINE, CommitHint, parse_parent_message
 from agentd.store import Store, StoreError
 
@@ -345,8 +346,9 @@ def _raise_fd_limit(connections: int) -> None:
 def run_gateway(settings: Settings, *, hint_fd: int | None = None) -> int:
     """Run the gateway in this process on uvloop; SIGTERM/SIGINT stop it gracefully (1012).
 
-    A second signal forces the stop. Returns EXIT_OK, EXIT_FAILURE, or EXIT_CONFIG when the
-    configuration is refused (restarting would not help).
+    A second signal forces the stop, unless the supervisor is gone (``_main`` says why).
+    Returns EXIT_OK, EXIT_FAILURE, or EXIT_CONFIG when the configuration is refused
+    (restarting would not help).
     """
     if not logging.getLogger().handlers:
         logging.basicConfig(level=settings.logging.level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -373,6 +375,11 @@ async def _main(settings: Settings, hint_fd: int | None = None) -> int:
         if len(received) == 1:
             log.info("received %s: stopping the gateway", signal.Signals(signum).name)
             stop.set()
+        elif orphaned():
+            # Not a request to force: Linux sends the parent-death signal once per thread of the
+            # dying supervisor, milliseconds apart. Forcing cancelled Gateway.close() midway and
+            # left the gateway hanging; ``agentd.orphans`` bounds this stop instead.
+            log.info("received %s again after the supervisor died: still stopping", signal.Signals(signum).name)
         elif main is not None:
             log.warning("received %s again: forcing the stop", signal.Signals(signum).name)
             main.cancel()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -152,3 +153,51 @@ def test_workers_whose_stop_hangs_exit_within_the_deadline_after_a_supervisor_si
     finally:
         _kill(workers)
         daemon.kill_all()
+
+
+def test_an_orphaned_gateway_takes_repeated_sigterms_as_one_graceful_stop(tmp_path: Path) -> None:
+    """Linux sends the parent-death signal once per thread of the dying supervisor, milliseconds
+    apart (the long chaos run logged it 13 times). The gateway took the second SIGTERM as "force",
+    cancelled its close midway and hung. Now it closes gracefully, and well before the deadline."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    config = write_config(tmp_path, warm_spare="false", workers=1)
+    config.write_text(
+        config.read_text().replace("[gateway]\nenabled = false", f"[gateway]\nenabled = true\nport = {port}")
+    )
+    daemon = Daemon(config, tmp_path / "daemon.log")
+    gateway: list[int] = []
+    silent: socket.socket | None = None
+    try:
+        status = daemon.wait_ready()
+        deadline = time.monotonic() + 60
+        while not (gateway := [c["pid"] for c in status["children"] if c["role"] == "gateway" and c["ready"]]):
+            assert time.monotonic() < deadline, f"no gateway: {daemon.tail()}"
+            time.sleep(0.2)
+            status = daemon.status() or status
+        # A client that never answers the close frame: the gateway's close waits out its
+        # handshake timeout (5 s), so the further SIGTERMs arrive while it is closing.
+        silent = socket.create_connection(("127.0.0.1", port), timeout=10)
+        silent.sendall(
+            f"GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+        )
+        assert silent.recv(4096).startswith(b"HTTP/1.1 101"), "the WebSocket upgrade was refused"
+        os.kill(daemon.proc.pid, signal.SIGKILL)
+        daemon.proc.wait(timeout=10)
+        for _ in range(2):  # what the kernel does for each further thread of the supervisor
+            time.sleep(0.2)
+            os.kill(gateway[0], signal.SIGTERM)
+        took = _gone_within(gateway, BOUND)
+        log = daemon.tail(20000)
+        assert took is not None, f"the orphaned gateway still runs {BOUND:.0f}s after its supervisor died"
+        assert "forcing the stop" not in log, log[-3000:]
+        assert "again after the supervisor died: still stopping" in log, log[-3000:]
+        assert "gateway closed" in log, log[-3000:]
+        assert took < ORPHAN_EXIT_DEADLINE, f"it exited hard at the deadline ({took:.1f}s), not by closing"
+    finally:
+        _kill(gateway)
+        daemon.kill_all()
+        if silent is not None:
+            silent.close()
