@@ -20,7 +20,7 @@ from agentd.store.conversations import (
 )
 from agentd.store.maintenance import run_maintenance
 from agentd.store.sessions import SessionRecord, get_session
-from agentd.store.steps import StepRecord, latest_step, read_steps
+from agentd.store.steps import StepRecord, latest_step, latest_steps_since, read_steps
 from agentd.store.writer import BatchingWriter
 from agentd.timeutil import utcnow
 
@@ -217,5 +217,27 @@ def test_list_sessions_filters_by_status_and_shard(db_uri: str) -> None:
         assert sorted(r.session_id for r in on_shard_0) == ["s-running", "s-starting"]
         assert len(await list_sessions(store.sessions, shards=[0, 1])) == 6  # the old call still lists all
         assert await list_sessions(store.sessions, statuses=[]) == []
+
+    run(scenario())
+
+
+def test_resume_reads_whole_steps_only_of_sessions_ahead_of_their_rows(db_uri: str) -> None:
+    """``latest_steps_since``: the newest step of each session whose steps go past its row (a
+    crash between the two commits of a flush), an unreadable step only where it is past the row
+    (resuming over it could repeat a seq), and nothing of sessions the caller did not ask for."""
+
+    async def scenario() -> None:
+        store = await Store.open(db_uri, 4)
+        since = utcnow()
+        await store.steps.add(StepRecord.to_arrow([_step("ahead", 1), _step("ahead", 2), _step("ahead", 3)]))
+        await store.steps.add(StepRecord.to_arrow([_step("even", 1), _step("other", 9)]))
+        for session_id, seq in (("even", 2), ("hurt", 4)):  # a step whose state does not parse
+            bad = StepRecord.to_arrow([_step(session_id, seq)])
+            await store.steps.add(bad.set_column(bad.schema.get_field_index("state"), "state", [["{not json"]]))
+        last_seqs = {"ahead": 1, "even": 2, "hurt": 3}
+        newest, unreadable = await latest_steps_since(store.steps, [1], since, last_seqs)
+        assert {sid: step.seq for sid, step in newest.items()} == {"ahead": 3}
+        assert newest["ahead"].state == {"seq": 3}
+        assert set(unreadable) == {"hurt"} and "step 4 is unreadable" in unreadable["hurt"]
 
     run(scenario())

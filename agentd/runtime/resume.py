@@ -40,7 +40,8 @@ async def load_live_sessions(
     if not records:
         return [], []
     newest = max(r.updated_at for r in records)
-    steps, unreadable = await latest_steps_since(store.steps, shards, newest - RECOVERY_MARGIN)
+    last_seqs = {r.session_id: r.last_seq for r in records}
+    steps, unreadable = await latest_steps_since(store.steps, shards, newest - RECOVERY_MARGIN, last_seqs)
     live: list[tuple[SessionRecord, str | None]] = []
     ended: list[SessionRecord] = []
     for record in records:

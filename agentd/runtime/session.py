@@ -43,7 +43,7 @@ __all__ = ["SessionRunner"]
 
 log = logging.getLogger(__name__)
 
-# A resumed session's first tick is spread over this much of its heartbeat (see ``run``).
+# A resumed session's first tick is spread over this much of its heartbeat at most (see ``run``).
 RESUME_SPREAD = 5.0
 
 
@@ -79,6 +79,7 @@ class SessionRunner(SessionState):
         heartbeat: float,
         tick_timeout: float,
         creating: bool = False,
+        resume_within: float = RESUME_SPREAD,
         epoch: int = 0,
         on_lateness: Callable[[float], None] | None = None,
         on_tick: Callable[[float, bool], None] | None = None,
@@ -96,7 +97,8 @@ class SessionRunner(SessionState):
         self._inbox: list[Command] = []
         self._waiter: asyncio.Future[bool | None] | None = None
         self._tick_now = False
-        self._due = 0.0
+        # Until ``run`` starts: the window of a resumed session's first tick (no slot of its own).
+        self._due = min(self.heartbeat, RESUME_SPREAD, resume_within)
         self._finished = False
         self._final: list[Command] = []
 
@@ -134,11 +136,11 @@ class SessionRunner(SessionState):
                 return
             await self.agent.on_start(self.context)
             started = True
-            # A new session ticks at once; a resumed one within its heartbeat (at most RESUME_SPREAD),
-            # at a random phase: ticks are due one heartbeat apart from then on, so this phase is
-            # kept, and thousands of sessions resuming together tick evenly spread over the
-            # heartbeat instead of in a burst that would make every one of them late.
-            self._due = loop.time() + (0.0 if self._creating else random.random() * min(self.heartbeat, RESUME_SPREAD))
+            # A new session ticks at once; a resumed one within the window its host gave (at most
+            # its heartbeat and RESUME_SPREAD), at a random phase: ticks are due one heartbeat
+            # apart from then on, so this phase is kept, and thousands of sessions resuming
+            # together tick evenly spread instead of in a burst that would make each one late.
+            self._due = loop.time() + (0.0 if self._creating else random.random() * self._due)
             due = False  # the timer for self._due fired (see _sleep_until)
             while True:
                 while self._inbox:

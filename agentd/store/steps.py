@@ -132,21 +132,41 @@ async def steps_of_actions(table: Any, actions: list[tuple[str, str]]) -> dict[s
 
 
 async def latest_steps_since(
-    table: Any, shards: list[int], since: datetime
+    table: Any, shards: list[int], since: datetime, last_seqs: dict[str, int]
 ) -> tuple[dict[str, StepRecord], dict[str, str]]:
-    """The newest step per session among steps of ``shards`` stamped at or after ``since``.
+    """The newest step of each session of ``last_seqs`` whose steps go past its row's ``last_seq``,
+    among steps of ``shards`` stamped at or after ``since``.
 
     Used when a host resumes sessions: a crash between the steps commit and the sessions
     commit of one flush leaves steps newer than the session rows, all stamped after the
     newest session row of those shards. Bounding by time keeps this a small scan.
 
-    Also returns, per session, why one of its steps could not be read: resuming such a
+    Only ``session_id`` and ``seq`` are read for the whole window; whole rows only for the few
+    sessions found ahead of their rows (none, unless a worker died between its two commits).
+    Reading every row of the window whole (its state, parsed) took 0.2 s to 1.9 s of a warm
+    spare's takeover with 1,000 sessions ticking, growing with the daemon's uptime.
+
+    Also returns, per session, why one of those steps could not be read: resuming such a
     session could repeat a seq, so the host quarantines it instead of failing its boot.
     """
-    rows = await table.query().where(f"{sql_in('shard', shards)} AND ts >= {sql_ts(since)}").to_arrow()
-    records, bad = StepRecord.from_arrow_tolerant(rows)
-    unreadable = {str(row.get("session_id")): f"step {row.get('seq')} is unreadable: {reason}" for row, reason in bad}
+    window = f"{sql_in('shard', shards)} AND ts >= {sql_ts(since)}"
+    seqs = await table.query().where(window).select(["session_id", "seq"]).to_arrow()
+    ahead: dict[str, int] = {}
+    unreadable: dict[str, str] = {}
+    for session_id, seq in zip(seqs.column("session_id").to_pylist(), seqs.column("seq").to_pylist(), strict=True):
+        if session_id not in last_seqs:
+            continue
+        if seq is None:
+            unreadable[session_id] = "a step without a seq is unreadable"
+        elif seq > last_seqs[session_id] and seq > ahead.get(session_id, 0):
+            ahead[session_id] = seq
     newest: dict[str, StepRecord] = {}
+    if not ahead:
+        return newest, unreadable
+    rows = await table.query().where(f"{window} AND {sql_in('session_id', list(ahead))}").to_arrow()
+    records, bad = StepRecord.from_arrow_tolerant(rows)
+    for row, reason in bad:
+        unreadable[str(row.get("session_id"))] = f"step {row.get('seq')} is unreadable: {reason}"
     for record in records:
         current = newest.get(record.session_id)
         if current is None or record.seq > current.seq:

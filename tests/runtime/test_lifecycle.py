@@ -14,6 +14,7 @@ from agentd.agents.base import Agent, StepOutcome, Tick
 from agentd.agents.registry import register
 from agentd.runtime.commands import Command, SessionGone
 from agentd.store.steps import read_steps
+from agentd.timeutil import utcnow
 
 from .harness import assert_contiguous, fast_settings, hosted
 
@@ -302,5 +303,29 @@ def test_restarted_host_resumes_every_session_as_it_was(db_uri: str) -> None:
             assert len(await h.steps("pause1")) == store_steps["pause1"]
             assert len(await h.steps("stop1")) == store_steps["stop1"]
             assert len(await h.steps("run1", "tick")) > 2
+
+    run(scenario())
+
+
+def test_resumed_sessions_tick_again_together_not_spread_over_their_heartbeat(db_uri: str) -> None:
+    """A host resuming sessions spreads their first ticks over ``RESUME_TICK_COST`` per session
+    (1 ms for these 10), not over their heartbeat (up to ``RESUME_SPREAD``, 5 s): with 1,000
+    sessions that spread was a second of the 2 s recovery target (bench/recovery_bench.py)."""
+
+    async def scenario() -> None:
+        settings = fast_settings(db_uri, runtime={"heartbeat_interval": 30.0})
+        ids = [f"r{i}" for i in range(10)]
+        async with hosted(settings) as h:
+            for sid in ids:
+                await h.create(sid)
+        stopped = utcnow()
+        async with hosted(settings) as h:
+            first: dict[str, float] = {}
+            for sid in ids:
+                ticks = [s.ts for s in await h.wait_steps(sid, 2) if s.ts > stopped]  # created, resumed
+                assert ticks, f"{sid} did not tick after its resume"
+                first[sid] = min(ticks).timestamp()
+        spread = max(first.values()) - min(first.values())
+        assert spread < 1.0, f"first ticks after the resume spread over {spread:.2f}s"
 
     run(scenario())
