@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 import pyarrow as pa
+import pyarrow.compute as pc
 from pydantic import Field
 
 from agentd.store.records import Record
@@ -151,19 +152,17 @@ async def latest_steps_since(
     """
     window = f"{sql_in('shard', shards)} AND ts >= {sql_ts(since)}"
     seqs = await table.query().where(window).select(["session_id", "seq"]).to_arrow()
-    ahead: dict[str, int] = {}
     unreadable: dict[str, str] = {}
-    for session_id, seq in zip(seqs.column("session_id").to_pylist(), seqs.column("seq").to_pylist(), strict=True):
-        if session_id not in last_seqs:
-            continue
-        if seq is None:
+    for session_id in seqs.filter(pc.is_null(seqs.column("seq"))).column("session_id").to_pylist():
+        if session_id in last_seqs:
             unreadable[session_id] = "a step without a seq is unreadable"
-        elif seq > last_seqs[session_id] and seq > ahead.get(session_id, 0):
-            ahead[session_id] = seq
+    tops = seqs.group_by("session_id").aggregate([("seq", "max")])  # one row per session, not per step
+    pairs = zip(tops.column("session_id").to_pylist(), tops.column("seq_max").to_pylist(), strict=True)
+    ahead = [sid for sid, top in pairs if sid in last_seqs and top is not None and top > last_seqs[sid]]
     newest: dict[str, StepRecord] = {}
     if not ahead:
         return newest, unreadable
-    rows = await table.query().where(f"{window} AND {sql_in('session_id', list(ahead))}").to_arrow()
+    rows = await table.query().where(f"{window} AND {sql_in('session_id', ahead)}").to_arrow()
     records, bad = StepRecord.from_arrow_tolerant(rows)
     for row, reason in bad:
         unreadable[str(row.get("session_id"))] = f"step {row.get('seq')} is unreadable: {reason}"
