@@ -108,7 +108,7 @@ def test_speak_now_wakes_well_before_the_heartbeat(db_uri: str) -> None:
             done = await h.act("interrupt", "ann", {"guidance": "speak now"})
             assert done.status == "done", done.error
             while not await _agent_messages(h):
-                assert time.monotonic() - started < 3, "speak_now did not wake the session"
+                assert time.monotonic() - started < 10, "speak_now did not wake the session"
                 await asyncio.sleep(0.05)
             tick = (await h.steps("ann", "tick"))[-1]
             assert tick.text and tick.data and tick.data["message_id"]
@@ -126,7 +126,7 @@ def test_new_message_wakes_a_persona(db_uri: str) -> None:
             started = time.monotonic()
             await _post(h, "Is anyone there?")
             while not await _agent_messages(h):
-                assert time.monotonic() - started < 3, "a new message did not wake the persona"
+                assert time.monotonic() - started < 10, "a new message did not wake the persona"
                 await asyncio.sleep(0.05)
 
     run(scenario())
