@@ -285,7 +285,7 @@ def gateway_command(obj: Context, exit_with_parent: bool) -> None:
 
     settings = obj.settings()
     configure_logging(settings.logging, role="gateway")  # before lancedb is imported
-    from agentd.gateway.server import run_gateway
+    from agentd.gateway.process import run_gateway
 
     if exit_with_parent:
         # Started by the supervisor: never outlive it (a restarted daemon starts its own gateway).

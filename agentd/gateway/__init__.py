@@ -8,16 +8,9 @@ Protocol reference: the README, "Live updates over WebSocket" and "The web conso
 
 from agentd.gateway.auth import GatewayConfigError, is_loopback
 from agentd.gateway.health import HealthReport, HealthSummary
+from agentd.gateway.process import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK, run_gateway
 from agentd.gateway.protocol import CloseCodes
-from agentd.gateway.server import (
-    EXIT_CONFIG,
-    EXIT_FAILURE,
-    EXIT_OK,
-    Gateway,
-    GatewayStarted,
-    run_gateway,
-    serve_gateway,
-)
+from agentd.gateway.server import Gateway, GatewayStarted, serve_gateway
 
 __all__ = [
     "EXIT_CONFIG",

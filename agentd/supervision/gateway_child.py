@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write(f"agentd gateway: {exc}\n")  # logging is not configured yet
         return EXIT_NO_SETTINGS
     configure_logging(settings.logging, role="gateway")
-    from agentd.gateway.server import run_gateway
+    from agentd.gateway.process import run_gateway
 
     # The channel stays open: the supervisor forwards the workers' commit hints on it.
     return run_gateway(settings, hint_fd=args.control_fd)
