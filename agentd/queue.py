@@ -203,6 +203,13 @@ class ActionQueue(ClaimEnds):
         records = sorted(ActionRecord.from_arrow(rows), key=lambda r: (r.created_at, r.action_id))
         return records[:limit] if limit is not None else records
 
+    async def claimed_by_us(self, shards: Iterable[int]) -> list[ActionRecord]:
+        """Our live claims in ``shards`` as stored, oldest first: to find the ones whose claim
+        landed although its caller never saw it (a timeout after the update)."""
+        mine = f"{sql_in('shard', list(shards))} AND status = 'claimed' AND claimed_by = {sql_str(self.claimer)}"
+        records, _ = _parse_rows(await self.table.query().where(mine).to_arrow())
+        return sorted(records, key=lambda r: (r.created_at, r.action_id))
+
     async def _candidates(self, shards: Iterable[int], limit: int, takeover: bool) -> list[tuple[str, int]]:
         """(action_id, version) of the oldest claimable actions; reads three columns only."""
         query = (

@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_CONFIG = 78  # EX_CONFIG: a supervisor should not restart it in a loop
+# A second stop signal within this many seconds of the first is the same request, not "force".
+REPEAT_IS_SAME = 1.0
 
 
 def _raise_fd_limit(connections: int) -> None:
@@ -64,20 +66,23 @@ async def _main(settings: Settings, hint_fd: int | None = None) -> int:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     main = asyncio.current_task()
-    received: list[int] = []
+    first_at: list[float] = []  # when the first stop signal came
 
     def on_signal(signum: int) -> None:
-        received.append(signum)
-        if len(received) == 1:
-            log.info("received %s: stopping the gateway", signal.Signals(signum).name)
+        name = signal.Signals(signum).name
+        if not first_at:
+            first_at.append(loop.time())
+            log.info("received %s: stopping the gateway", name)
             stop.set()
-        elif orphaned():
-            # Not a request to force: Linux sends the parent-death signal once per thread of the
-            # dying supervisor, milliseconds apart. Forcing cancelled Gateway.close() midway and
-            # left the gateway hanging; ``agentd.orphans`` bounds this stop instead.
-            log.info("received %s again after the supervisor died: still stopping", signal.Signals(signum).name)
+        elif loop.time() - first_at[0] < REPEAT_IS_SAME or orphaned():
+            # Not a request to force: Linux sends the parent-death signal again each time the
+            # dying supervisor's children pass to another of its threads, milliseconds apart
+            # (while they pass, our parent pid is still the supervisor's). Forcing cancelled
+            # Gateway.close() midway and left the gateway hanging; ``agentd.orphans`` bounds
+            # an orphan's stop instead.
+            log.info("received %s again: already stopping", name)
         elif main is not None:
-            log.warning("received %s again: forcing the stop", signal.Signals(signum).name)
+            log.warning("received %s again: forcing the stop", name)
             main.cancel()
 
     for signum in (signal.SIGTERM, signal.SIGINT):

@@ -119,6 +119,9 @@ class SessionHost(CreatePath):
         self._look = True  # scan the table in the next turn (a wake without rows, or with more)
         self._fresh: set[str] = set()  # session ids a batch lookup found in neither table (creates)
         self._stopping = False
+        # A turn that failed after claiming: the actions it held, not dispatched (``_recover``).
+        self._undispatched: list[ActionRecord] = []
+        self._unsettled = False
         self._ack_tasks: set[asyncio.Task[None]] = set()
         # Actions for a session whose create is still being validated, in arrival order.
         self._creating: dict[str, list[ActionRecord]] = {}
@@ -149,28 +152,35 @@ class SessionHost(CreatePath):
                 async with asyncio.timeout(CLAIM_TIMEOUT):
                     if self.fence is not None:
                         await self.fence()
-                    # We own these shards: claims someone else holds in them are a dead
-                    # predecessor's, taken over at once (the supervisor reaped it first).
-                    offered = self._offered[:OFFERED_PER_CLAIM]
-                    del self._offered[:OFFERED_PER_CLAIM]
-                    if self._offered:  # the rest in the next turn, at once
-                        self._hint.set()
-                    # Rows handed over with the daemon's wake need no scan to be found. Nor does
-                    # a scan follow their claim unless the wake asks for one: it ran beside the
-                    # step commit of the action just claimed and made that commit 2-3 ms slower
-                    # (a full read of the claimable rows). The poll's scan finds what else waits.
-                    actions = await self.queue.claim_offered(offered, self.shards) if offered else []
-                    if look or not actions:
-                        scanned = await self.queue.claim(self.shards, takeover=True)
-                    actions = [a for a in actions + scanned if a.action_id not in self.claims]
+                    if self._unsettled:  # before anything newer of the same sessions is claimed
+                        actions = await self._recover()
+                    else:
+                        # We own these shards: claims someone else holds in them are a dead
+                        # predecessor's, taken over at once (the supervisor reaped it first).
+                        offered = self._offered[:OFFERED_PER_CLAIM]
+                        del self._offered[:OFFERED_PER_CLAIM]
+                        if self._offered:  # the rest in the next turn, at once
+                            self._hint.set()
+                        # Rows handed over with the daemon's wake need no scan to be found. Nor
+                        # does a scan follow their claim unless the wake asks for one: it ran
+                        # beside the step commit of the action just claimed and made that commit
+                        # 2-3 ms slower. The poll's scan finds what else waits.
+                        actions = await self.queue.claim_offered(offered, self.shards) if offered else []
+                        if look or not actions:
+                            scanned = await self.queue.claim(self.shards, takeover=True)
+                        actions = [a for a in actions + scanned if a.action_id not in self.claims]
                     for action in actions:
                         self.claims.hold(action)
+                    self._undispatched = actions
                     applied = await self._applied_before(actions)
             except Exception as exc:
                 if getattr(exc, "fatal", False):
                     raise
-                log.warning("claiming actions failed: %s", exc)
+                log.warning("claiming actions failed: %r", exc)
+                self._unsettled, self._look = True, True
                 actions, applied = [], {}
+            else:
+                self._unsettled, self._undispatched = False, []
             await self._prefetch_creates(actions)
             for action in actions:
                 step = applied.get(action.action_id)
@@ -218,6 +228,20 @@ class SessionHost(CreatePath):
         await self.writer.close()
         # What was not acknowledged goes back to the queue: the next owner applies it at once.
         await self.claims.hand_back()
+
+    async def _recover(self) -> list[ActionRecord]:
+        """After a failed turn: what we claimed and never dispatched, oldest first.
+
+        The actions that turn held, and those whose claim landed though the turn never saw it
+        (a timeout after the update). A claimer never re-claims its own claims, so these stayed
+        claimed, their leases renewed, until the worker ended, while newer actions of the same
+        sessions were applied before them (the long chaos run: 1,681 actions never applied,
+        "unknown session" for the actions behind a stuck create).
+        """
+        held = {a.action_id for a in self._undispatched}
+        lost = [a for a in await self.queue.claimed_by_us(self.shards) if a.action_id not in self.claims]
+        lost = [a for a in lost if a.action_id not in held]
+        return sorted([*self._undispatched, *lost], key=lambda a: (a.created_at, a.action_id))
 
     async def _applied_before(self, actions: list[ActionRecord]) -> dict[str, StepRecord]:
         """The steps that re-claimed actions caused already (found by their action_id).

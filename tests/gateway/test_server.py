@@ -6,6 +6,7 @@ import asyncio
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -234,6 +235,56 @@ def test_run_gateway_process_sigterm_closes_with_1012_and_exits_0(db_uri: str, t
         assert "since" in closed.rcvd.reason
         assert proc.wait(timeout=15) == 0, log_path.read_text()
     finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+
+
+@pytest.mark.timeout(60)
+def test_a_second_sigterm_after_a_second_forces_the_stop_one_within_a_second_does_not(
+    db_uri: str, tmp_path: Path
+) -> None:
+    """A person who signals again while the close waits (a client that never answers the close
+    frame: 5 s) forces the stop; a repeat within a second is the same request (the kernel's
+    parent-death signal comes once per thread of a dying supervisor, milliseconds apart)."""
+    asyncio.run(Store.open(db_uri, SHARDS))
+    code = (
+        "import sys; from agentd.config import Settings; from agentd.gateway import run_gateway; "
+        f"sys.exit(run_gateway(Settings(storage={{'uri': {db_uri!r}, 'num_shards': {SHARDS}}}, "
+        "gateway={'port': 0, 'poll_interval': 0.02})))"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    log_path = tmp_path / "gateway.log"
+    with log_path.open("wb") as log_file:
+        proc = subprocess.Popen([sys.executable, "-c", code], env=env, stderr=log_file)
+    silent: socket.socket | None = None
+    try:
+        deadline = time.monotonic() + 20
+        port = None
+        while port is None and time.monotonic() < deadline and proc.poll() is None:
+            found = re.search(r"gateway listening on ws://[^:]+:(\d+)", log_path.read_text())
+            port = int(found.group(1)) if found else None
+            time.sleep(0.05)
+        assert port is not None, log_path.read_text()
+        silent = socket.create_connection(("127.0.0.1", port), timeout=10)
+        silent.sendall(
+            f"GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+        )
+        assert silent.recv(4096).startswith(b"HTTP/1.1 101"), "the WebSocket upgrade was refused"
+        os.kill(proc.pid, signal.SIGTERM)
+        time.sleep(0.1)
+        os.kill(proc.pid, signal.SIGTERM)  # the same request
+        time.sleep(1.5)
+        assert proc.poll() is None, "the close did not wait for the silent client"
+        os.kill(proc.pid, signal.SIGTERM)  # a person insisting
+        assert proc.wait(timeout=15) == 1, log_path.read_text()
+        log = log_path.read_text()
+        assert "received SIGTERM again: already stopping" in log, log
+        assert log.count("received SIGTERM again: forcing the stop") == 1, log
+    finally:
+        if silent is not None:
+            silent.close()
         if proc.poll() is None:
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait(timeout=10)

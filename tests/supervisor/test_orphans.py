@@ -192,14 +192,16 @@ def test_an_orphaned_gateway_takes_repeated_sigterms_as_one_graceful_stop(tmp_pa
         assert silent.recv(4096).startswith(b"HTTP/1.1 101"), "the WebSocket upgrade was refused"
         os.kill(daemon.proc.pid, signal.SIGKILL)
         daemon.proc.wait(timeout=10)
-        for _ in range(2):  # what the kernel does for each further thread of the supervisor
-            time.sleep(0.2)
+        # What the kernel does for each further thread of the supervisor, within milliseconds
+        # (the same request by time), then once more after a second (the supervisor is gone).
+        for pause in (0.2, 1.5):
+            time.sleep(pause)
             os.kill(gateway[0], signal.SIGTERM)
         took = _gone_within(gateway, BOUND)
         log = daemon.tail(20000)
         assert took is not None, f"the orphaned gateway still runs {BOUND:.0f}s after its supervisor died"
         assert "forcing the stop" not in log, log[-3000:]
-        assert "again after the supervisor died: still stopping" in log, log[-3000:]
+        assert log.count("again: already stopping") >= 2, log[-3000:]
         assert "gateway closed" in log, log[-3000:]
     finally:
         _kill(gateway)
