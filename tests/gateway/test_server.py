@@ -200,8 +200,8 @@ def test_conversation_room_messages_once_in_order_and_resume(db_uri: str, tmp_pa
     asyncio.run(scenario())
 
 
-@pytest.mark.timeout(60)
-def test_run_gateway_process_sigterm_closes_with_1012_and_exits_0(db_uri: str, tmp_path: Path) -> None:
+def _gateway_process(db_uri: str, tmp_path: Path) -> tuple[subprocess.Popen[bytes], Path]:
+    """``run_gateway`` in a process of its own (its signals are the process's), logging to a file."""
     asyncio.run(Store.open(db_uri, SHARDS))
     code = (
         "import sys; from agentd.config import Settings; from agentd.gateway import run_gateway; "
@@ -212,14 +212,24 @@ def test_run_gateway_process_sigterm_closes_with_1012_and_exits_0(db_uri: str, t
     log_path = tmp_path / "gateway.log"
     with log_path.open("wb") as log_file:
         proc = subprocess.Popen([sys.executable, "-c", code], env=env, stderr=log_file)
+    return proc, log_path
+
+
+def _listening_port(proc: subprocess.Popen[bytes], log_path: Path) -> int:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and proc.poll() is None:
+        found = re.search(r"gateway listening on ws://[^:]+:(\d+)", log_path.read_text())
+        if found:
+            return int(found.group(1))
+        time.sleep(0.05)
+    raise AssertionError(log_path.read_text())
+
+
+@pytest.mark.timeout(60)
+def test_run_gateway_process_sigterm_closes_with_1012_and_exits_0(db_uri: str, tmp_path: Path) -> None:
+    proc, log_path = _gateway_process(db_uri, tmp_path)
     try:
-        deadline = time.monotonic() + 20
-        port = None
-        while port is None and time.monotonic() < deadline and proc.poll() is None:
-            found = re.search(r"gateway listening on ws://[^:]+:(\d+)", log_path.read_text())
-            port = int(found.group(1)) if found else None
-            time.sleep(0.05)
-        assert port is not None, log_path.read_text()
+        port = _listening_port(proc, log_path)
 
         async def scenario() -> ConnectionClosedError | None:
             client = await Recorder.open(port)
@@ -247,25 +257,10 @@ def test_a_second_sigterm_after_a_second_forces_the_stop_one_within_a_second_doe
     """A person who signals again while the close waits (a client that never answers the close
     frame: 5 s) forces the stop; a repeat within a second is the same request (the kernel's
     parent-death signal comes once per thread of a dying supervisor, milliseconds apart)."""
-    asyncio.run(Store.open(db_uri, SHARDS))
-    code = (
-        "import sys; from agentd.config import Settings; from agentd.gateway import run_gateway; "
-        f"sys.exit(run_gateway(Settings(storage={{'uri': {db_uri!r}, 'num_shards': {SHARDS}}}, "
-        "gateway={'port': 0, 'poll_interval': 0.02})))"
-    )
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    log_path = tmp_path / "gateway.log"
-    with log_path.open("wb") as log_file:
-        proc = subprocess.Popen([sys.executable, "-c", code], env=env, stderr=log_file)
+    proc, log_path = _gateway_process(db_uri, tmp_path)
     silent: socket.socket | None = None
     try:
-        deadline = time.monotonic() + 20
-        port = None
-        while port is None and time.monotonic() < deadline and proc.poll() is None:
-            found = re.search(r"gateway listening on ws://[^:]+:(\d+)", log_path.read_text())
-            port = int(found.group(1)) if found else None
-            time.sleep(0.05)
-        assert port is not None, log_path.read_text()
+        port = _listening_port(proc, log_path)
         silent = socket.create_connection(("127.0.0.1", port), timeout=10)
         silent.sendall(
             f"GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
