@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -83,3 +84,15 @@ def noted_session(session_id: str, note: str, last_seq: int = 0) -> Any:
         created_at=now,
         updated_at=now,
     )
+
+
+def silent_websocket(port: int) -> socket.socket:
+    """A WebSocket client on 127.0.0.1:``port`` that completes the upgrade and then never reads:
+    it never answers a close frame, so the server's close waits out its handshake timeout."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    sock.sendall(
+        f"GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+    )
+    assert sock.recv(4096).startswith(b"HTTP/1.1 101"), "the WebSocket upgrade was refused"
+    return sock

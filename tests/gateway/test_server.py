@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import silent_websocket
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosedError, InvalidStatus
 
@@ -261,12 +262,7 @@ def test_a_second_sigterm_after_a_second_forces_the_stop_one_within_a_second_doe
     silent: socket.socket | None = None
     try:
         port = _listening_port(proc, log_path)
-        silent = socket.create_connection(("127.0.0.1", port), timeout=10)
-        silent.sendall(
-            f"GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
-        )
-        assert silent.recv(4096).startswith(b"HTTP/1.1 101"), "the WebSocket upgrade was refused"
+        silent = silent_websocket(port)
         os.kill(proc.pid, signal.SIGTERM)
         time.sleep(0.1)
         os.kill(proc.pid, signal.SIGTERM)  # the same request

@@ -11,7 +11,7 @@ import textwrap
 import time
 from pathlib import Path
 
-from helpers import REPO
+from helpers import REPO, silent_websocket
 
 from agentd.orphans import ORPHAN_EXIT_DEADLINE, PARENT_PID_ENV
 
@@ -181,15 +181,10 @@ def test_an_orphaned_gateway_takes_repeated_sigterms_as_one_graceful_stop(tmp_pa
         # handshake timeout (5 s), so the further SIGTERMs arrive while it is closing.
         while silent is None:  # the gateway child counts as started before it listens
             try:
-                silent = socket.create_connection(("127.0.0.1", port), timeout=10)
+                silent = silent_websocket(port)
             except ConnectionRefusedError:
                 assert time.monotonic() < deadline, f"the gateway never listened: {daemon.tail()}"
                 time.sleep(0.2)
-        silent.sendall(
-            f"GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
-        )
-        assert silent.recv(4096).startswith(b"HTTP/1.1 101"), "the WebSocket upgrade was refused"
         os.kill(daemon.proc.pid, signal.SIGKILL)
         daemon.proc.wait(timeout=10)
         # What the kernel does for each further thread of the supervisor, within milliseconds
